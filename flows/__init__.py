@@ -1,0 +1,1 @@
+"""Prefect orchestration: the nightly flow, its tasks, the run summary and the `enrich` CLI."""

@@ -1,0 +1,405 @@
+"""The `enrich` command line: synthesise demo data, manage keys, run and serve the nightly flow."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from profiles.config import RunConfig, load_run_config
+from profiles.errors import EnrichError
+from profiles.hashing import KeyPurpose, Keyring
+from profiles.settings import EnrichSettings
+
+# The CLI talks to Prefect's local server by default; telemetry would only print errors offline.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(
+    help="Guarded profile enrichment: consent-checked, pseudonymised customer profiles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create and rotate the local key file (demo and single-host use).")
+quarantine_app = typer.Typer(help="Operator access to quarantined rows.")
+policy_app = typer.Typer(help="Check a policy bundle, or see what a new one would change.")
+dsar_app = typer.Typer(help="Data-subject requests: access, erasure, objection.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(policy_app, name="policy")
+app.add_typer(dsar_app, name="dsar")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)  # never break a path or message across lines
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Run configuration (enrich.yaml).", exists=False)
+]
+
+
+def _fail(exc: EnrichError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _load(config: Path) -> RunConfig:
+    try:
+        return load_run_config(config)
+    except EnrichError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def synth(
+    people: Annotated[int, typer.Option(min=1, help="How many synthetic people.")] = 10_000,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")] = Path("demo"),
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 7,
+    night: Annotated[
+        int,
+        typer.Option(min=1, help="Which night's export: 2 and later add people and change some."),
+    ] = 1,
+) -> None:
+    """Write a ready-to-run demo folder: enrich.yaml and messy multi-source data with truth."""
+    from profiles.synth import generate  # noqa: PLC0415 - keeps `enrich --help` fast
+
+    with err.status(f"synthesising {people:,} people (night {night}) into {out_dir} ..."):
+        result = generate(people=people, out_dir=out_dir, seed=seed, night=night)
+    table = Table(title=f"Synthetic data for {result.people:,} people", show_edge=False)
+    table.add_column("source")
+    table.add_column("rows", justify="right")
+    for name, rows in result.rows.items():
+        table.add_row(name, f"{rows:,}")
+    out.print(table)
+    out.print(f"config: {result.config_path}")
+
+
+@app.command()
+def check(config: ConfigOption = Path("enrich.yaml")) -> None:
+    """Validate a run configuration and report every problem at once."""
+    cfg = _load(config)
+    missing = [s for s in cfg.sources if not s.path.is_file()]
+    for source in missing:
+        err.print(f"source {source.name}: file {source.path} not found", highlight=False)
+    if missing:
+        raise typer.Exit(code=2)
+    out.print(f"{config}: OK ({len(cfg.sources)} sources)")
+
+
+@app.command()
+def run(
+    config: ConfigOption = Path("enrich.yaml"),
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: time-based).")] = None,
+) -> None:
+    """Run the nightly flow once; prints the run's output folder."""
+    _load(config)  # fail fast, before Prefect starts, on a bad config
+    from flows.nightly import run_nightly  # noqa: PLC0415 - Prefect import is slow
+
+    try:
+        folder = run_nightly(config, run_id=run_id)
+    except EnrichError as exc:
+        raise _fail(exc) from None
+    summary = json.loads((folder / "run_summary.json").read_text(encoding="utf-8"))
+    totals = summary["totals"]
+    identity = summary["identity"]
+    err.print(
+        f"{totals['rows_in']:,} rows in: {totals['rows_accepted']:,} accepted, "
+        f"{totals['rows_quarantined']:,} quarantined; {identity['profiles']:,} profiles "
+        f"({identity['profiles_new']:,} new, {identity['merges']:,} merges, "
+        f"{identity['splits']:,} splits)",
+        highlight=False,
+    )
+    print(folder)
+
+
+@app.command()
+def serve(config: ConfigOption = Path("enrich.yaml")) -> None:
+    """Serve the nightly flow on the config's cron schedule (runs never overlap)."""
+    _load(config)
+    from flows.deploy import serve_nightly  # noqa: PLC0415
+
+    serve_nightly(config)
+
+
+@keys_app.command("init")
+def keys_init(config: ConfigOption = Path("enrich.yaml")) -> None:
+    """Create the key file (mode 0600) with a pseudonym and a quarantine key, if missing."""
+    cfg = _load(config)
+    path = EnrichSettings().key_file_for(cfg.state_dir)
+    keyring = Keyring.load(path) if path.exists() else Keyring()
+    created = []
+    for purpose in ("pseudonym", "quarantine"):
+        if purpose not in keyring.active:
+            created.append(f"{purpose} {keyring.add(purpose).key_id}")
+    if created:
+        keyring.save(path)
+        out.print(f"{path}: created {', '.join(created)}", highlight=False)
+    else:
+        out.print(f"{path}: keys exist (pseudonym {keyring.active['pseudonym']})", highlight=False)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    purpose: Annotated[str, typer.Argument(help="pseudonym or quarantine")],
+    config: ConfigOption = Path("enrich.yaml"),
+) -> None:
+    """Make a new active key; the old one is kept, marked retired."""
+    if purpose not in ("pseudonym", "quarantine"):
+        err.print("purpose must be 'pseudonym' or 'quarantine'")
+        raise typer.Exit(code=2)
+    cfg = _load(config)
+    path = EnrichSettings().key_file_for(cfg.state_dir)
+    try:
+        keyring = Keyring.load(path)
+    except EnrichError as exc:
+        raise _fail(exc) from None
+    kp: KeyPurpose = "pseudonym" if purpose == "pseudonym" else "quarantine"
+    old = keyring.active.get(kp)
+    new = keyring.add(kp)
+    keyring.save(path)
+    out.print(f"{path}: {purpose} key {new.key_id} active, {old} retired", highlight=False)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    run_dir: Annotated[Path, typer.Argument(help="A run's output folder.")],
+    config: ConfigOption = Path("enrich.yaml"),
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    line: Annotated[int | None, typer.Option(help="Only this line.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 20,
+) -> None:
+    """Print quarantined rows with their raw values decrypted (needs the quarantine key).
+
+    This shows personal data on your terminal: use it to fix sources, not to copy data.
+    """
+    from flows.keys import key_by_id  # noqa: PLC0415
+    from profiles.quarantine import open_sealed, seal_context  # noqa: PLC0415
+
+    cfg = _load(config)
+    settings = EnrichSettings()
+    path = run_dir / "quarantine.csv"
+    if not path.is_file():
+        err.print(f"{path} not found")
+        raise typer.Exit(code=2)
+    shown = 0
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if (source and row["source"] != source) or (line and int(row["line"]) != line):
+                continue
+            out.print(
+                f"[bold]{row['source']}:{row['line']}[/]  {row['reason']}  "
+                f"{escape(row['field_reasons'] or row['detail'])}",
+                highlight=False,
+            )
+            if not row["sealed"]:
+                out.print("  (raw values not kept)")
+            else:
+                try:
+                    raw = json.loads(
+                        open_sealed(
+                            row["sealed"],
+                            seal_context(row["source"], int(row["line"])),
+                            lambda kid: key_by_id("quarantine", kid, settings, cfg.state_dir),
+                        )
+                    )
+                except EnrichError as exc:
+                    raise _fail(exc) from None
+                fields = raw.items() if isinstance(raw, dict) else enumerate(raw, start=1)
+                for name, value in fields:
+                    out.print(f"  {name}: {value!r}", highlight=False, markup=False)
+            shown += 1
+            if shown >= limit:
+                break
+    if not shown:
+        err.print("no quarantined rows match")
+
+
+@policy_app.command("check")
+def policy_check(bundle: Annotated[Path, typer.Argument(help="Policy bundle (YAML).")]) -> None:
+    """Validate a policy bundle and report every problem at once."""
+    from policy.bundle import load_bundle  # noqa: PLC0415
+
+    try:
+        loaded = load_bundle(bundle)
+    except EnrichError as exc:
+        raise _fail(exc) from None
+    out.print(
+        f"{bundle}: OK — {loaded.name} {loaded.version}, {len(loaded.rules)} rules, "
+        f"hash {loaded.hash}",
+        highlight=False,
+    )
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Annotated[Path, typer.Argument(help="The bundle in use.")],
+    new: Annotated[Path, typer.Argument(help="The bundle you consider.")],
+    config: ConfigOption = Path("enrich.yaml"),
+) -> None:
+    """Dry-run both bundles on the current state; print how many people change decision."""
+    from flows.gates import current_facts  # noqa: PLC0415
+    from policy.bundle import load_bundle  # noqa: PLC0415
+    from policy.diff import diff, render_diff  # noqa: PLC0415
+
+    cfg = _load(config)
+    try:
+        old_bundle, new_bundle = load_bundle(old), load_bundle(new)
+        facts = current_facts(cfg, EnrichSettings())
+    except EnrichError as exc:
+        raise _fail(exc) from None
+    out.print(f"{len(facts):,} subjects in the current state", highlight=False)
+    out.print(render_diff(diff(old_bundle, new_bundle, facts)), highlight=False, markup=False)
+
+
+def _request(
+    cfg: RunConfig,
+    emails: list[str],
+    phones: list[str],
+    customer_ids: list[str],
+    country: str | None,
+) -> list[dict[str, str]]:
+    """The person's identifiers as pseudonyms (kind, key_id, pseudonym); raw values stay here."""
+    from flows.keys import resolve_key  # noqa: PLC0415
+    from profiles.hashing import Pseudonymiser  # noqa: PLC0415
+    from profiles.identifiers import pseudonymise_values  # noqa: PLC0415
+    from profiles.types import IdentifierKind  # noqa: PLC0415
+
+    given = {
+        IdentifierKind.EMAIL: emails,
+        IdentifierKind.PHONE: phones,
+        IdentifierKind.CUSTOMER_ID: customer_ids,
+    }
+    if not any(given.values()):
+        err.print("name the person with at least one --email, --phone or --customer-id")
+        raise typer.Exit(code=2)
+    try:
+        key = resolve_key("pseudonym", EnrichSettings(), cfg.state_dir)
+        digests = pseudonymise_values(
+            given, cfg.identifiers, Pseudonymiser(key), what="request", region=country
+        )
+    except EnrichError as exc:
+        raise _fail(exc) from None
+    refs = [
+        {"kind": str(kind), "key_id": key.key_id, "pseudonym": digest}
+        for kind, values in digests.items()
+        for digest in sorted(values)
+    ]
+    if not refs:
+        err.print("none of the identifiers given is usable (empty or placeholders only)")
+        raise typer.Exit(code=2)
+    return refs
+
+
+EmailOption = Annotated[list[str], typer.Option("--email", help="An email address of the person.")]
+PhoneOption = Annotated[list[str], typer.Option("--phone", help="A phone number of the person.")]
+CustomerOption = Annotated[
+    list[str], typer.Option("--customer-id", help="A customer id as namespace:id (crm:1234).")
+]
+CountryOption = Annotated[
+    str | None, typer.Option(help="Country for phone numbers written without a country code.")
+]
+RequestOption = Annotated[
+    str | None, typer.Option("--request-ref", help="Your ticket id for this request.")
+]
+
+
+def _request_ref(given: str | None, kind: str) -> str:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return given or f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+
+@dsar_app.command("access")
+def dsar_access_cmd(
+    out_file: Annotated[Path, typer.Option("--out", help="File to write (JSON, mode 0600).")],
+    config: ConfigOption = Path("enrich.yaml"),
+    email: EmailOption = [],  # noqa: B006 - typer reads the default, never mutates it
+    phone: PhoneOption = [],  # noqa: B006
+    customer_id: CustomerOption = [],  # noqa: B006
+    country: CountryOption = None,
+    request_ref: RequestOption = None,
+) -> None:
+    """Write everything held about a person to a file you choose (Art. 15)."""
+    from flows.dsar import dsar_access  # noqa: PLC0415
+
+    cfg = _load(config)
+    refs = _request(cfg, email, phone, customer_id, country)
+    ref = _request_ref(request_ref, "access")
+    package = dsar_access(config_path=str(config.resolve()), identifiers=refs, request_ref=ref)
+    package["searched_with"] = {"email": email, "phone": phone, "customer_id": customer_id}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(package, fh, indent=2, ensure_ascii=False, default=str)
+    err.print(
+        f"request {ref}: {len(package['profile_ids'])} profile(s) written to {out_file}",
+        highlight=False,
+    )
+
+
+@dsar_app.command("erase")
+def dsar_erase_cmd(
+    config: ConfigOption = Path("enrich.yaml"),
+    email: EmailOption = [],  # noqa: B006
+    phone: PhoneOption = [],  # noqa: B006
+    customer_id: CustomerOption = [],  # noqa: B006
+    country: CountryOption = None,
+    request_ref: RequestOption = None,
+) -> None:
+    """Erase a person (Art. 17): delete their state, suppress them from every later run."""
+    from flows.dsar import dsar_erase  # noqa: PLC0415
+
+    cfg = _load(config)
+    refs = _request(cfg, email, phone, customer_id, country)
+    ref = _request_ref(request_ref, "erase")
+    totals = dsar_erase(config_path=str(config.resolve()), identifiers=refs, request_ref=ref)
+    err.print(f"request {ref}: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+
+
+@dsar_app.command("object")
+def dsar_object_cmd(
+    to: Annotated[
+        str,
+        typer.Option(
+            help="profiling, direct_marketing (Art. 21) or sale_sharing (CCPA opt-out, GPC)."
+        ),
+    ],
+    config: ConfigOption = Path("enrich.yaml"),
+    email: EmailOption = [],  # noqa: B006
+    phone: PhoneOption = [],  # noqa: B006
+    customer_id: CustomerOption = [],  # noqa: B006
+    country: CountryOption = None,
+    request_ref: RequestOption = None,
+) -> None:
+    """Record an objection: the person is no longer processed for that purpose."""
+    from flows.dsar import dsar_object  # noqa: PLC0415
+
+    kinds = {
+        "profiling": "objection_profiling",
+        "direct_marketing": "objection_direct_marketing",
+        "sale_sharing": "opt_out_sale_sharing",
+    }
+    if to not in kinds:
+        err.print(f"--to must be one of {', '.join(kinds)}")
+        raise typer.Exit(code=2)
+    cfg = _load(config)
+    refs = _request(cfg, email, phone, customer_id, country)
+    ref = _request_ref(request_ref, "object")
+    totals = dsar_object(
+        config_path=str(config.resolve()), identifiers=refs, objection=kinds[to], request_ref=ref
+    )
+    err.print(f"request {ref}: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+
+
+def main() -> None:
+    """Entry point for `python -m flows.cli`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

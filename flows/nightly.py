@@ -1,0 +1,425 @@
+"""The nightly enrichment flow: ingest, check identifiers, pseudonymise, quarantine, resolve
+identities into stable profiles with golden records, and record the night in the state store.
+
+Flow parameters are paths and options only. Tasks that touch raw identifiers persist no result
+and use no cache; logs and artifacts carry counts and key ids, never values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+
+from enrichers.base import ProviderSettings, empty_signals
+from flows.enrich import enrich_with, provider_settings
+from flows.gates import (
+    GATES,
+    customers_of,
+    decide,
+    ingest_consents,
+    policy_bundle,
+    subject_facts,
+)
+from flows.keys import resolve_key
+from flows.summary import build_summary, summary_counts, summary_markdown
+from policy.audit import DecisionLog, JsonlDecisionLog
+from policy.bundle import PolicyBundle
+from policy.consent import INPUT_COLUMNS
+from policy.types import SuppressionKind
+from profiles.accounting import SourceCounts
+from profiles.config import RunConfig, SourceConfig, load_run_config
+from profiles.golden import golden_records, profile_table, recency_field
+from profiles.hashing import Pseudonymiser
+from profiles.identifiers import IdentifierStage, present_column, pseudonymise_values
+from profiles.identity import PreviousIdentity, Resolution, resolve
+from profiles.ingest import count_records, read_source
+from profiles.quarantine import Sealer, rows_without_identifier, unparseable_rows
+from profiles.rundir import PROFILE_ID, ROW_COLUMNS, RunOutput
+from profiles.settings import EnrichSettings
+from profiles.store import StateStore, StoreError
+from profiles.types import NAME_FIELDS, IdentifierKind, SourceKind
+
+SUMMARY_ARTIFACT_KEY = "nightly-enrichment-summary"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable run id: UTC timestamp plus the flow run's short id (or a random one)."""
+    now = now or datetime.now(UTC)
+    ctx = FlowRunContext.get()
+    suffix = str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]
+    return f"{now:%Y%m%dT%H%M%SZ}-{suffix}"
+
+
+class _Progress:
+    """Progress over all sources' records: a Prefect progress artifact plus log lines."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        artifact_id = create_progress_artifact(
+            progress=0.0, description="Rows through the identifier stage"
+        )
+        # called from sync code, Prefect returns the value, not a coroutine
+        assert isinstance(artifact_id, UUID)
+        self.artifact_id = artifact_id
+
+    def advance(self, rows: int) -> float:
+        self.done += rows
+        pct = min(100.0, 100.0 * self.done / self.total)
+        update_progress_artifact(artifact_id=self.artifact_id, progress=pct)
+        return pct
+
+
+@task(name="identify-source", persist_result=False, cache_policy=NO_CACHE)
+def identify_source(
+    source: SourceConfig,
+    chunk_rows: int,
+    *,
+    stage: IdentifierStage,
+    erased: Mapping[str, frozenset[str]],
+    sealer: Sealer | None,
+    output: RunOutput,
+    progress: _Progress,
+) -> SourceCounts:
+    """Read one source chunk by chunk; write accepted rows and quarantine; return counts only."""
+    logger = get_run_logger()
+    counts = SourceCounts(source=source.name, file=source.path.name)
+    for chunk in read_source(source, chunk_rows):
+        identified = stage.process(chunk.frame, source)
+        counts.add_identified(identified)
+        counts.add_unparseable(len(chunk.unparseable))
+        gone = erased_rows(identified, erased)
+        counts.add_erased(int(gone.sum()))
+        output.add_accepted(source.name, identified.loc[~gone])
+        output.add_quarantine(
+            pd.concat(
+                [
+                    unparseable_rows(source.name, source.path.name, chunk.unparseable, sealer),
+                    rows_without_identifier(
+                        source.name, source.path.name, identified, chunk.frame, sealer
+                    ),
+                ],
+                ignore_index=True,
+            )
+        )
+        pct = progress.advance(chunk.rows_in)
+        logger.info(
+            "%s: %s rows read, %s accepted, %s quarantined (all sources %.0f%%)",
+            source.name,
+            f"{counts.rows_in:,}",
+            f"{counts.rows_accepted:,}",
+            f"{counts.rows_quarantined:,}",
+            pct,
+        )
+    counts.check()
+    return counts
+
+
+_IDENTITY_COLUMNS = ["source", "line", "key_id", *(f"{k}_pseudonym" for k in IdentifierKind)]
+_GOLDEN_BASE = ["source", "line", *(present_column(str(f)) for f in NAME_FIELDS)]
+
+
+@task(name="resolve-identities", persist_result=False, cache_policy=NO_CACHE)
+def resolve_identities(
+    config: RunConfig,
+    output: RunOutput,
+    store: StateStore,
+    blocked: Mapping[IdentifierKind, frozenset[str]],
+) -> Resolution:
+    """Link tonight's accepted rows into profiles, keeping yesterday's profile ids."""
+    logger = get_run_logger()
+    records = output.read_accepted(_IDENTITY_COLUMNS)
+    previous = PreviousIdentity(
+        identifiers=store.load_identifiers(), profiles=store.load_profiles()
+    )
+    resolution = resolve(records, config.sources, config.identity, blocked, previous)
+    stats = resolution.stats
+    logger.info(
+        "identity: %s rows -> %s profiles (%s new, %s merges, %s splits)",
+        f"{len(records):,}",
+        f"{stats['profiles']:,}",
+        f"{stats['profiles_new']:,}",
+        f"{stats['merges']:,}",
+        f"{stats['splits']:,}",
+    )
+    return resolution
+
+
+@task(name="link-profiles", persist_result=False, cache_policy=NO_CACHE)
+def link_profiles(
+    config: RunConfig, output: RunOutput, resolution: Resolution
+) -> tuple[pd.DataFrame, list[str]]:
+    """Write identity_links.parquet; return the profile table and the customers' profile ids."""
+    fields = [str(f) for f in config.identity.golden]
+    for source in config.sources:
+        field = recency_field(source)
+        if field is not None:
+            fields.append(str(field))
+    columns = list(dict.fromkeys(c for c in (*_GOLDEN_BASE, *fields) if c in ROW_COLUMNS))
+    rows = output.read_accepted(columns)
+    rows.insert(0, PROFILE_ID, resolution.links[PROFILE_ID].to_numpy())
+    golden = golden_records(rows, config.identity, config.sources)
+    profiles = profile_table(rows[[PROFILE_ID, "source"]], resolution.identifiers, golden)
+    output.write_links(resolution.links[PROFILE_ID])
+    return profiles, customers_of(config, rows)
+
+
+@task(name="apply-policy", persist_result=False, cache_policy=NO_CACHE)
+def apply_policy(
+    config: RunConfig,
+    *,
+    bundle: PolicyBundle,
+    output: RunOutput,
+    resolution: Resolution,
+    profiles: pd.DataFrame,
+    customers: list[str],
+    store: StateStore,
+    log: DecisionLog,
+    run_id: str,
+    as_of: datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Ingest consents, decide every gate for every profile, log each decision.
+
+    Returns the profile table with one `decision_<purpose>` column per purpose, the facts the
+    decisions were taken on, and the policy part of the run summary.
+    """
+    logger = get_run_logger()
+    consent_sources = [s.name for s in config.sources if s.kind is SourceKind.CONSENTS]
+    rows = output.read_links(list(INPUT_COLUMNS), sources=consent_sources)
+    consents = ingest_consents(config, bundle, rows, store, run_id)
+    facts = subject_facts(profiles, customers, resolution.identifiers, store, as_of)
+    per_subject, counts = decide(bundle, facts, log, run_id)
+    decided = profiles.merge(per_subject, left_on=PROFILE_ID, right_index=True, how="left")
+    allowed = {
+        str(purpose): int((per_subject[f"decision_{purpose}"] != "deny").sum())
+        for _, purpose in GATES
+    }
+    logger.info(
+        "policy %s %s: %s profiles; allowed per purpose: %s",
+        bundle.name,
+        bundle.version,
+        f"{len(facts):,}",
+        ", ".join(f"{p} {n:,}" for p, n in allowed.items()),
+    )
+    summary = {
+        "bundle": {"name": bundle.name, "version": bundle.version, "hash": bundle.hash},
+        "consents": consents,
+        "allowed": allowed,
+        "decisions": counts,
+    }
+    return decided, facts, summary
+
+
+@task(name="enrich", persist_result=False, cache_policy=NO_CACHE)
+def enrich_profiles(
+    providers: list[ProviderSettings],
+    *,
+    bundle: PolicyBundle,
+    facts: pd.DataFrame,
+    resolution: Resolution,
+    stage: IdentifierStage,
+    store: StateStore,
+    log: DecisionLog,
+    run_id: str,
+    now: datetime,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every configured provider in turn; returns all signals and the accounting per provider."""
+    frames, accounting = [], {}
+    for settings in providers:
+        signals, accounting[settings.name] = enrich_with(
+            settings,
+            bundle=bundle,
+            facts=facts,
+            identifiers=resolution.identifiers,
+            stage=stage,
+            store=store,
+            log=log,
+            run_id=run_id,
+            now=now,
+        )
+        frames.append(signals)
+    signals = pd.concat(frames, ignore_index=True) if frames else empty_signals()
+    return signals.rename(columns={"subject": PROFILE_ID}), accounting
+
+
+@flow(name="nightly_enrichment", persist_result=False, log_prints=False)
+def nightly_enrichment(config_path: str, run_id: str | None = None) -> str:
+    """Run one night: every input row ends in a profile or in quarantine.csv.
+
+    Returns the run's output folder. Fails if any source's rows do not balance.
+    """
+    logger = get_run_logger()
+    started = datetime.now(UTC)
+    config: RunConfig = load_run_config(config_path)
+    run_id = run_id or new_run_id(started)
+    settings = EnrichSettings()
+    key = resolve_key("pseudonym", settings, config.state_dir)
+    pseudonymiser = Pseudonymiser(key)
+    blocked = pseudonymise_values(
+        config.identity.block, config.identifiers, pseudonymiser, what="identity.block"
+    )
+    sealer = (
+        Sealer(resolve_key("quarantine", settings, config.state_dir))
+        if config.quarantine.keep_raw_encrypted
+        else None
+    )
+    bundle = policy_bundle(config)
+    providers = provider_settings(config.enrichment.providers, Path(config_path))
+    store = StateStore.open(settings.state_url_for(config.state_dir))
+    total = sum(count_records(s) for s in config.sources if s.path.is_file())
+    logger.info(
+        "run %s: %d source(s), about %s rows, pseudonym key %s, state %s",
+        run_id,
+        len(config.sources),
+        f"{total:,}",
+        key.key_id,
+        store.url,
+    )
+    config_hash = hashlib.sha256(Path(config_path).read_bytes()).hexdigest()
+    try:
+        output = RunOutput(config.output_dir, run_id)
+        store.start_run(run_id, config_hash, started)
+        erased = erased_pseudonyms(store.load_suppressions())
+    except BaseException:
+        store.close()
+        raise
+    progress = _Progress(total)
+    try:
+        with IdentifierStage(
+            config.identifiers, pseudonymiser, workers=config.performance.workers
+        ) as stage:
+            counts = [
+                identify_source(
+                    source,
+                    config.performance.chunk_rows,
+                    stage=stage,
+                    erased=erased,
+                    sealer=sealer,
+                    output=output,
+                    progress=progress,
+                )
+                for source in config.sources
+            ]
+        if (
+            sum(c.rows_accepted for c in counts) != output.accepted_rows
+            or sum(c.rows_quarantined for c in counts) != output.quarantine_rows
+        ):
+            raise RuntimeError("written rows differ from counted rows")  # a bug, never data
+        resolution = resolve_identities(config, output, store, blocked)
+        profiles, customers = link_profiles(config, output, resolution)
+        log = JsonlDecisionLog(config.decision_log_dir)
+        profiles, facts, policy_summary = apply_policy(
+            config,
+            bundle=bundle,
+            output=output,
+            resolution=resolution,
+            profiles=profiles,
+            customers=customers,
+            store=store,
+            log=log,
+            run_id=run_id,
+            as_of=started,
+        )
+        output.write_profiles(profiles)
+        signals, enrichment_summary = enrich_profiles(
+            providers,
+            bundle=bundle,
+            facts=facts,
+            resolution=resolution,
+            stage=stage,
+            store=store,
+            log=log,
+            run_id=run_id,
+            now=started,
+        )
+        output.write_signals(signals)
+        summary = build_summary(
+            run_id,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            key_id=key.key_id,
+            counts=counts,
+            identity=resolution.stats,
+            policy=policy_summary,
+            enrichment=enrichment_summary,
+        )
+        output.write_summary(summary)
+        store.save_identity(
+            run_id,
+            identifiers=resolution.identifiers[resolution.identifiers[PROFILE_ID].notna()][
+                ["kind", "key_id", "pseudonym", PROFILE_ID]
+            ],
+            new_profiles=resolution.new_profiles,
+            merged=resolution.merged,
+            events=resolution.events,
+        )
+        final = output.publish()
+        store.finish_run(run_id, "succeeded", summary_counts(summary), datetime.now(UTC))
+    except BaseException:
+        output.abandon()
+        _record_failure(store, run_id)
+        raise
+    finally:
+        store.close()
+    create_markdown_artifact(
+        key=SUMMARY_ARTIFACT_KEY,
+        markdown=summary_markdown(summary),
+        description=f"Row accounting and identity of run {run_id}",
+    )
+    logger.info(
+        "run %s: %s rows in, %s accepted, %s quarantined, %s profiles; outputs in %s",
+        run_id,
+        f"{summary['totals']['rows_in']:,}",
+        f"{summary['totals']['rows_accepted']:,}",
+        f"{summary['totals']['rows_quarantined']:,}",
+        f"{summary['identity']['profiles']:,}",
+        final,
+    )
+    return str(final)
+
+
+def erased_pseudonyms(suppressions: pd.DataFrame) -> dict[str, frozenset[str]]:
+    """Pseudonyms of erased subjects, per identifier kind."""
+    erased = suppressions[suppressions["suppression"] == SuppressionKind.ERASURE]
+    return {
+        str(kind): frozenset(group["pseudonym"].astype(str))
+        for kind, group in erased.groupby("kind")
+    }
+
+
+def erased_rows(identified: pd.DataFrame, erased: Mapping[str, frozenset[str]]) -> pd.Series:
+    """Accepted rows carrying any identifier of an erased subject."""
+    gone = pd.Series(False, index=identified.index)
+    for kind, pseudonyms in erased.items():
+        if pseudonyms:
+            gone |= identified[f"{kind}_pseudonym"].isin(pseudonyms)
+    return gone & identified["row_reason"].isna()
+
+
+def _record_failure(store: StateStore, run_id: str) -> None:
+    """Mark the run failed in the ledger; a ledger that cannot be written must not mask the
+    error that failed the run."""
+    try:
+        store.finish_run(run_id, "failed", {}, datetime.now(UTC))
+    except StoreError as exc:
+        get_run_logger().warning("could not record run %s as failed: %s", run_id, exc)
+
+
+def run_nightly(config_path: Path, run_id: str | None = None) -> Path:
+    """Run the flow once in this process and return its output folder."""
+    return Path(nightly_enrichment(config_path=str(config_path.resolve()), run_id=run_id))

@@ -1,0 +1,158 @@
+"""The run summary: counts per source as JSON for machines and Markdown for the Prefect UI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from profiles.accounting import SourceCounts
+
+
+def build_summary(
+    run_id: str,
+    *,
+    started_at: datetime,
+    finished_at: datetime,
+    key_id: str,
+    counts: list[SourceCounts],
+    identity: Mapping[str, Any],
+    policy: Mapping[str, Any],
+    enrichment: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The JSON-ready summary of a run. Counts and codes only: no personal data."""
+    totals = {
+        "rows_in": sum(c.rows_in for c in counts),
+        "rows_accepted": sum(c.rows_accepted for c in counts),
+        "rows_quarantined": sum(c.rows_quarantined for c in counts),
+        "rows_erased": sum(c.rows_erased for c in counts),
+    }
+    return {
+        "run_id": run_id,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": finished_at.isoformat(timespec="seconds"),
+        "duration_seconds": round((finished_at - started_at).total_seconds(), 3),
+        "pseudonym_key_id": key_id,
+        "totals": totals,
+        "sources": {c.source: c.to_dict() for c in counts},
+        "identity": dict(identity),
+        "policy": dict(policy),
+        "enrichment": dict(enrichment),
+    }
+
+
+def summary_counts(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers of a summary worth keeping in the run ledger."""
+    identity = summary["identity"]
+    return {
+        **summary["totals"],
+        **{k: identity[k] for k in ("profiles", "profiles_new", "merges", "splits")},
+    }
+
+
+def _reasons(codes: dict[str, int]) -> str:
+    return ", ".join(f"{code} {n:,}" for code, n in codes.items()) or "–"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Markdown tables of the summary, for the Prefect artifact and the console."""
+    lines = [
+        f"# Nightly enrichment {summary['run_id']}",
+        "",
+        "| source | rows in | accepted | quarantined | quarantined by reason |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, src in summary["sources"].items():
+        lines.append(
+            f"| {name} | {src['rows_in']:,} | {src['rows_accepted']:,} | "
+            f"{src['rows_quarantined']:,} | {_reasons(src['quarantined_by_reason'])} |"
+        )
+    t = summary["totals"]
+    lines.append(
+        f"| **total** | **{t['rows_in']:,}** | **{t['rows_accepted']:,}** | "
+        f"**{t['rows_quarantined']:,}** | |"
+    )
+    lines += ["", "## Field rejections", "", "| source | field | reasons |", "|---|---|---|"]
+    for name, src in summary["sources"].items():
+        for field, codes in src["field_rejections"].items():
+            lines.append(f"| {name} | {field} | {_reasons(codes)} |")
+    lines += _identity_markdown(summary["identity"])
+    lines += _policy_markdown(summary["policy"])
+    lines += _enrichment_markdown(summary["enrichment"])
+    lines += ["", f"Pseudonym key id: `{summary['pseudonym_key_id']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _policy_markdown(policy: Mapping[str, Any]) -> list[str]:
+    bundle = policy["bundle"]
+    lines = [
+        "",
+        "## Policy decisions",
+        "",
+        f"Bundle `{bundle['name']}` {bundle['version']} (hash `{bundle['hash'][:16]}…`)",
+        "",
+        "| gate | purpose | decision | rule | reason | profiles |",
+        "|---|---|---|---|---|---:|",
+    ]
+    lines += [
+        f"| {d['gate']} | {d['purpose']} | {d['decision']} | `{d['rule']}` | {d['reason']} "
+        f"| {d['subjects']:,} |"
+        for d in policy["decisions"]
+    ]
+    return lines
+
+
+def _enrichment_markdown(enrichment: Mapping[str, Any]) -> list[str]:
+    if not enrichment:
+        return ["", "## Enrichment", "", "No providers configured."]
+    lines = [
+        "",
+        "## Enrichment",
+        "",
+        "| provider | subjects | matched | no match | cached | skipped by policy | failed "
+        "| calls | retries | 429s | breaker trips | budget used |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, p in enrichment.items():
+        client = p.get("client", {})
+        failed = ", ".join(f"{k} {v:,}" for k, v in p["failed"].items()) or "0"
+        lines.append(
+            f"| {name} | {p['subjects']:,} | {p['matched']:,} | {p['no_match']:,} "
+            f"| {p['skipped_cached']:,} | {sum(p['skipped_policy'].values()):,} | {failed} "
+            f"| {client.get('calls', 0):,} | {client.get('retries', 0):,} "
+            f"| {client.get('rate_limited', 0):,} | {client.get('breaker_trips', 0):,} "
+            f"| {client.get('budget_used', 0):,} |"
+        )
+    return lines
+
+
+def _bar(n: int, largest: int, width: int = 30) -> str:
+    return "█" * max(1 if n else 0, round(width * n / largest)) if largest else ""
+
+
+def _identity_markdown(identity: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Identity",
+        "",
+        "| profiles | new | kept | merges | splits |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {identity['profiles']:,} | {identity['profiles_new']:,} | "
+        f"{identity['profiles_kept']:,} | {identity['merges']:,} | {identity['splits']:,} |",
+        "",
+        "Links blocked by guardrails:",
+        "",
+        "| guardrail | links blocked |",
+        "|---|---:|",
+    ]
+    for name, value in identity["blocked"].items():
+        if isinstance(value, Mapping):
+            lines += [f"| {name} {detail} | {n:,} |" for detail, n in value.items()]
+        else:
+            lines.append(f"| {name} | {value:,} |")
+    sizes: Mapping[str, int] = identity["cluster_sizes"]
+    largest = max(sizes.values(), default=0)
+    lines += ["", "Rows per profile:", "", "| rows | profiles | |", "|---:|---:|---|"]
+    lines += [f"| {b} | {n:,} | {_bar(n, largest)} |" for b, n in sizes.items()]
+    lines += ["", f"Largest profiles (rows): {', '.join(str(n) for n in identity['largest'])}"]
+    return lines

@@ -1,0 +1,1 @@
+"""Consent and GDPR policy layer (filled in by the policy issue)."""

@@ -1,0 +1,1 @@
+"""Domain core of guarded profile enrichment: no Prefect, no HTTP."""

@@ -1,0 +1,147 @@
+"""Keyed pseudonyms (HMAC-SHA256 with a key id) and the local keyring file that holds their keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from profiles.errors import KeyMaterialError
+from profiles.types import IdentifierKind
+
+MIN_KEY_BYTES = 32
+KeyPurpose = Literal["pseudonym", "quarantine"]
+
+
+def key_id_for(secret: bytes) -> str:
+    """A stable, non-reversible id for a key: lets digests name their key without revealing it."""
+    return "k" + hmac.new(secret, b"enrich/key-id", hashlib.sha256).hexdigest()[:12]
+
+
+def decode_secret(encoded: str, *, what: str) -> bytes:
+    """Decode a base64 (standard or URL-safe) secret of at least 32 bytes, or raise."""
+    text = encoded.strip().replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyMaterialError(f"{what} is not valid base64") from None
+    if len(raw) < MIN_KEY_BYTES:
+        raise KeyMaterialError(
+            f"{what} must decode to at least {MIN_KEY_BYTES} bytes, got {len(raw)}; "
+            "create one with `enrich keys init`"
+        )
+    return raw
+
+
+def encode_secret(secret: bytes) -> str:
+    """URL-safe base64 text form of a secret, as stored in the keyring and accepted from env."""
+    return base64.urlsafe_b64encode(secret).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One secret key and its id."""
+
+    secret: bytes = field(repr=False)
+    key_id: str
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> Key:
+        """Wrap a secret, deriving its id."""
+        return cls(secret=secret, key_id=key_id_for(secret))
+
+
+class Pseudonymiser:
+    """Turns normalised identifiers into keyed pseudonyms: HMAC-SHA256(key, kind ":" value).
+
+    The digest is hex; `key_id` names the key and is stored beside every digest, so keys
+    can rotate without silently breaking joins.
+    """
+
+    def __init__(self, key: Key) -> None:
+        self._secret = key.secret
+        self.key_id = key.key_id
+
+    def digest(self, kind: IdentifierKind, value: str) -> str:
+        """Pseudonym of one normalised value."""
+        return hmac.digest(self._secret, f"{kind}:{value}".encode(), "sha256").hex()
+
+    def digest_many(self, kind: IdentifierKind, values: Iterable[str]) -> list[str]:
+        """Pseudonyms of many normalised values, in order."""
+        secret = self._secret
+        prefix = f"{kind}:"
+        return [hmac.digest(secret, (prefix + v).encode(), "sha256").hex() for v in values]
+
+
+@dataclass
+class Keyring:
+    """The local key file written by `enrich keys init`: active and retired keys per purpose.
+
+    Retired keys stay in the file so data made with them can still be matched or opened.
+    """
+
+    keys: dict[str, dict[str, dict[str, str | None]]] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        """Read a keyring file; raise KeyMaterialError if it is unreadable or malformed."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(keys=data["keys"], active=data["active"])
+        except FileNotFoundError:
+            raise KeyMaterialError(
+                f"key file {path} does not exist; create it with `enrich keys init`"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyMaterialError(
+                f"key file {path} is unreadable ({type(exc).__name__})"
+            ) from None
+
+    def save(self, path: Path) -> None:
+        """Write the keyring with mode 0600, atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"version": 1, "active": self.active, "keys": self.keys}, fh, indent=2)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def add(self, purpose: KeyPurpose, secret: bytes | None = None) -> Key:
+        """Create a new key for `purpose`, make it active and retire the previous one."""
+        key = Key.from_secret(secret if secret is not None else secrets.token_bytes(MIN_KEY_BYTES))
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        entries = self.keys.setdefault(purpose, {})
+        previous = self.active.get(purpose)
+        if previous is not None:
+            entries[previous]["retired"] = now
+        entries[key.key_id] = {"secret": encode_secret(key.secret), "created": now, "retired": None}
+        self.active[purpose] = key.key_id
+        return key
+
+    def active_key(self, purpose: KeyPurpose) -> Key:
+        """The active key for `purpose`."""
+        key_id = self.active.get(purpose)
+        if key_id is None:
+            raise KeyMaterialError(f"key file has no active {purpose} key; run `enrich keys init`")
+        return self.get(purpose, key_id)
+
+    def get(self, purpose: KeyPurpose, key_id: str) -> Key:
+        """A key (active or retired) by id."""
+        try:
+            encoded = self.keys[purpose][key_id]["secret"]
+        except KeyError:
+            raise KeyMaterialError(f"key file has no {purpose} key {key_id}") from None
+        if encoded is None:
+            raise KeyMaterialError(f"{purpose} key {key_id} has no secret")
+        return Key.from_secret(decode_secret(encoded, what=f"{purpose} key {key_id}"))

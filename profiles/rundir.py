@@ -1,0 +1,193 @@
+"""One run's output folder: staged while the run works, published by an atomic rename at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from profiles.identifiers import present_column
+from profiles.ingest import LINE
+from profiles.quarantine import COLUMNS as QUARANTINE_COLUMNS
+from profiles.quarantine import REASON_FIELDS
+from profiles.types import ATTRIBUTE_FIELDS, IDENTIFIER_FIELDS, NAME_FIELDS
+
+PROFILES_FILE = "profiles.parquet"
+LINKS_FILE = "identity_links.parquet"
+SIGNALS_FILE = "signals.parquet"
+QUARANTINE_FILE = "quarantine.csv"
+SUMMARY_FILE = "run_summary.json"
+_ROWS_FILE = "accepted_rows.tmp.parquet"
+
+PROFILE_ID = "profile_id"
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "source",
+    LINE,
+    "key_id",
+    *(f"{kind}_pseudonym" for kind in IDENTIFIER_FIELDS),
+    *(f"{name}_reason" for name in REASON_FIELDS),
+    *(str(f) for f in ATTRIBUTE_FIELDS),
+    *(present_column(str(f)) for f in NAME_FIELDS),
+)
+"""Columns of an accepted row: every source's rows share one schema."""
+
+LINK_COLUMNS: tuple[str, ...] = (PROFILE_ID, *ROW_COLUMNS)
+"""Columns of identity_links.parquet: each accepted row and the profile it belongs to."""
+
+
+def _type(column: str) -> pa.DataType:
+    if column == LINE:
+        return pa.int64()
+    if column.endswith("_present"):
+        return pa.bool_()
+    return pa.string()
+
+
+ROW_SCHEMA = pa.schema([pa.field(c, _type(c)) for c in ROW_COLUMNS])
+SIGNAL_SCHEMA = pa.schema(
+    [
+        pa.field(PROFILE_ID, pa.string()),
+        pa.field("topic", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("provider", pa.string()),
+        pa.field("observed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("kind", pa.string()),
+        pa.field("raw_score", pa.string()),
+    ]
+)
+LINK_SCHEMA = pa.schema([pa.field(c, _type(c)) for c in LINK_COLUMNS])
+
+
+class RunOutput:
+    """Writes one run's files: identity_links.parquet, profiles.parquet, quarantine.csv and
+    run_summary.json.
+
+    Everything is written under `<output_dir>/.<run_id>.partial/`; `publish()` renames it to
+    `<output_dir>/<run_id>/` only once the run has succeeded, so a reader never sees half a run.
+    Accepted rows are first streamed to a temporary Parquet file; once identities are resolved
+    they are rewritten with their profile id, batch by batch.
+    """
+
+    def __init__(self, output_dir: Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.final = output_dir / run_id
+        self.staging = output_dir / f".{run_id}.partial"
+        if self.final.exists():
+            raise FileExistsError(f"output folder {self.final} already exists")
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+        self.rows_path = self.staging / _ROWS_FILE
+        self._rows: pq.ParquetWriter | None = pq.ParquetWriter(self.rows_path, ROW_SCHEMA)
+        self._quarantine_path = self.staging / QUARANTINE_FILE
+        pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(self._quarantine_path, index=False)
+        self.accepted_rows = 0
+        self.quarantine_rows = 0
+
+    def add_accepted(self, source: str, identified: pd.DataFrame) -> None:
+        """Append the accepted rows (no `row_reason`) of one identified chunk."""
+        if self._rows is None:
+            raise RuntimeError("accepted rows are closed")
+        accepted = identified.loc[identified["row_reason"].isna().to_numpy()]
+        if accepted.empty:
+            return
+        frame = accepted.reindex(columns=list(ROW_COLUMNS))
+        frame["source"] = source
+        for name in NAME_FIELDS:
+            column = present_column(str(name))
+            frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
+        self._rows.write_table(pa.Table.from_pandas(frame, schema=ROW_SCHEMA, preserve_index=False))
+        self.accepted_rows += len(frame)
+
+    def add_quarantine(self, rows: pd.DataFrame) -> None:
+        """Append quarantine rows (columns as in `profiles.quarantine.COLUMNS`)."""
+        if rows.empty:
+            return
+        rows.sort_values(["source", LINE], kind="stable").to_csv(
+            self._quarantine_path, mode="a", header=False, index=False, lineterminator="\n"
+        )
+        self.quarantine_rows += len(rows)
+
+    def close_accepted(self) -> None:
+        """No more accepted rows: make them readable."""
+        if self._rows is not None:
+            self._rows.close()
+            self._rows = None
+
+    def read_accepted(self, columns: list[str]) -> pd.DataFrame:
+        """Some columns of all accepted rows, in the order they were written."""
+        self.close_accepted()
+        frame: pd.DataFrame = pq.read_table(self.rows_path, columns=columns).to_pandas()
+        return frame
+
+    def iter_accepted(self, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+        """All accepted rows in batches, in the order they were written."""
+        self.close_accepted()
+        for batch in pq.ParquetFile(self.rows_path).iter_batches(batch_size=batch_rows):
+            yield batch.to_pandas()
+
+    def write_links(self, profile_ids: pd.Series, batch_rows: int = 200_000) -> None:
+        """Write identity_links.parquet: every accepted row with its profile id.
+
+        `profile_ids` is aligned with the accepted rows in the order they were written.
+        """
+        if len(profile_ids) != self.accepted_rows:
+            raise RuntimeError("profile ids do not cover the accepted rows")  # a bug, never data
+        ids = profile_ids.to_numpy()
+        done = 0
+        with pq.ParquetWriter(self.staging / LINKS_FILE, LINK_SCHEMA) as writer:
+            for batch in self.iter_accepted(batch_rows):
+                batch.insert(0, PROFILE_ID, ids[done : done + len(batch)])
+                writer.write_table(
+                    pa.Table.from_pandas(batch, schema=LINK_SCHEMA, preserve_index=False)
+                )
+                done += len(batch)
+        self.rows_path.unlink()
+
+    def read_links(self, columns: list[str], *, sources: list[str]) -> pd.DataFrame:
+        """Some columns of the staged identity_links.parquet rows of `sources`."""
+        table = pq.read_table(
+            self.staging / LINKS_FILE,
+            columns=[c for c in columns if c in LINK_COLUMNS],
+            filters=[("source", "in", sources)] if sources else None,
+        )
+        frame: pd.DataFrame = table.to_pandas()
+        return frame if sources else frame.iloc[0:0]
+
+    def write_profiles(self, profiles: pd.DataFrame) -> None:
+        """Write profiles.parquet (one row per profile)."""
+        profiles.to_parquet(self.staging / PROFILES_FILE, index=False)
+
+    def write_signals(self, signals: pd.DataFrame) -> None:
+        """Write signals.parquet: profile_id, topic, confidence, provider, observed_at, kind,
+        raw_score — one row per signal a provider (or the cache) gave tonight."""
+        frame = signals.reindex(columns=SIGNAL_SCHEMA.names)
+        table = pa.Table.from_pandas(frame, schema=SIGNAL_SCHEMA, preserve_index=False)
+        pq.write_table(table, self.staging / SIGNALS_FILE)
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """Write run_summary.json into the staging folder."""
+        path = self.staging / SUMMARY_FILE
+        path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        return path
+
+    def publish(self) -> Path:
+        """Move the staged outputs into place; returns the run's output folder."""
+        self.close_accepted()
+        for path in self.staging.iterdir():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(self.staging, self.final)
+        return self.final
+
+    def abandon(self) -> None:
+        """Close writers after a failure; the staging folder stays for inspection."""
+        self.close_accepted()

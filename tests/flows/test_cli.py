@@ -1,0 +1,96 @@
+"""Tests of the `enrich` command line, run in-process with typer's runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "small"
+runner = CliRunner()
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURE, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def test_keys_init_creates_a_private_key_file_once(work: Path) -> None:
+    config = str(work / "enrich.yaml")
+    first = runner.invoke(app, ["keys", "init", "--config", config])
+    assert first.exit_code == 0, first.output
+    path = work / "state" / "keys.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    content = path.read_text()
+    assert "created pseudonym k" in first.output
+    secret = json.loads(content)["keys"]["pseudonym"]
+    assert all(entry["secret"] not in first.output for entry in secret.values())
+
+    again = runner.invoke(app, ["keys", "init", "--config", config])
+    assert again.exit_code == 0
+    assert "keys exist" in again.output
+    assert path.read_text() == content
+
+    rotated = runner.invoke(app, ["keys", "rotate", "pseudonym", "--config", config])
+    assert rotated.exit_code == 0, rotated.output
+    ring = json.loads(path.read_text())
+    assert len(ring["keys"]["pseudonym"]) == 2
+
+
+def test_check_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "enrich.yaml"
+    bad.write_text("sources:\n  - {name: X, path: a.csv, columns: {first_name: n}}\n")
+    result = runner.invoke(app, ["check", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "2 problem(s)" in result.output
+    assert "enrich.yaml:2: sources[0].name" in result.output
+
+
+def test_check_names_missing_source_files(work: Path) -> None:
+    (work / "data" / "newsletter.csv").unlink()
+    result = runner.invoke(app, ["check", "--config", str(work / "enrich.yaml")])
+    assert result.exit_code == 2
+    assert "source newsletter: file" in result.output
+
+
+def test_run_without_keys_explains_how_to_get_one(work: Path) -> None:
+    result = runner.invoke(app, ["run", "--config", str(work / "enrich.yaml")])
+    assert result.exit_code == 2
+    assert "no pseudonym key" in result.output
+    assert "enrich keys init" in result.output
+
+
+def test_run_prints_the_output_folder_and_quarantine_show_opens_rows(work: Path) -> None:
+    config = str(work / "enrich.yaml")
+    assert runner.invoke(app, ["keys", "init", "--config", config]).exit_code == 0
+    result = runner.invoke(app, ["run", "--config", config, "--run-id", "night-1"])
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder == work / "out" / "night-1"
+    assert (folder / "run_summary.json").is_file()
+
+    shown = runner.invoke(
+        app, ["quarantine", "show", str(folder), "--config", config, "--source", "crm"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "lars..hansen@example.com" in shown.output  # operator view opens the sealed row
+    assert "ROW_UNPARSEABLE" in shown.output
+
+
+def test_quarantine_show_refuses_without_the_right_key(work: Path) -> None:
+    config = str(work / "enrich.yaml")
+    runner.invoke(app, ["keys", "init", "--config", config])
+    result = runner.invoke(app, ["run", "--config", config, "--run-id", "night-2"])
+    assert result.exit_code == 0, result.output
+    (work / "state" / "keys.json").unlink()
+    runner.invoke(app, ["keys", "init", "--config", config])  # different keys now
+    shown = runner.invoke(app, ["quarantine", "show", str(work / "out" / "night-2"), "-c", config])
+    assert shown.exit_code == 2
+    assert "has no quarantine key" in shown.output
