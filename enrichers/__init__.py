@@ -1,0 +1,1 @@
+"""Enrichment provider plugins (filled in by the provider issue)."""

@@ -1,0 +1,1 @@
+"""Resilient HTTP for providers: rate limit, retries, circuit breaker, budget, redaction."""

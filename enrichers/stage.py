@@ -1,0 +1,151 @@
+"""Run one provider's lookups for a night: batches, bounded concurrency, every subject accounted.
+
+The caller (the flow) has already asked policy gate A, picked each subject's identifier form
+and consulted the cache; this module only turns the remaining (subject, form, value) rows into
+outcomes and signals. A batch whose call fails ends as `failed` rows with the error's reason
+code — never an exception out of here, never a lost subject — so one provider's outage does
+not stop the run, and the failed subjects are simply looked up again next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from enrichers.base import (
+    BATCH_COLUMNS,
+    OUTCOME_COLUMNS,
+    SIGNAL_COLUMNS,
+    SUBJECT,
+    BudgetExhaustedError,
+    LookupResult,
+    LookupStatus,
+    Provider,
+    ProviderError,
+    empty_signals,
+)
+from enrichers.http.client import ProviderClient
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called with (subjects done, subjects total) as batches finish."""
+
+
+@dataclass
+class LookupRun:
+    """Outcomes and signals of one provider's lookups, and how they ended."""
+
+    outcomes: pd.DataFrame
+    """OUTCOME_COLUMNS, one row per requested subject."""
+    signals: pd.DataFrame
+    """SIGNAL_COLUMNS."""
+    failed_reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _failed(subjects: pd.Series, reason: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            SUBJECT: subjects.to_numpy(),
+            "status": str(LookupStatus.FAILED),
+            "reason": reason,
+            "billable": False,
+        },
+        columns=list(OUTCOME_COLUMNS),
+    )
+
+
+def _checked(batch: pd.DataFrame, result: LookupResult) -> LookupResult:
+    """Hold a provider to the contract: one outcome per subject of the batch, valid statuses."""
+    outcomes = result.outcomes.drop_duplicates(SUBJECT)
+    outcomes = outcomes[outcomes[SUBJECT].isin(batch[SUBJECT])]
+    valid = {str(LookupStatus.MATCHED), str(LookupStatus.NO_MATCH), str(LookupStatus.FAILED)}
+    bad = ~outcomes["status"].astype(str).isin(valid)
+    if bad.any():
+        outcomes = outcomes.copy()
+        outcomes.loc[bad, ["status", "reason"]] = [str(LookupStatus.FAILED), "bad_status"]
+    missing = batch.loc[~batch[SUBJECT].isin(outcomes[SUBJECT]), SUBJECT]
+    if len(missing):
+        outcomes = pd.concat([outcomes, _failed(missing, "missing_in_response")], ignore_index=True)
+    signals = result.signals
+    signals = signals[signals[SUBJECT].isin(batch[SUBJECT])]
+    return LookupResult(outcomes=outcomes.loc[:, list(OUTCOME_COLUMNS)], signals=signals)
+
+
+async def _one_batch(
+    provider: Provider, client: ProviderClient, batch: pd.DataFrame
+) -> LookupResult:
+    try:
+        return _checked(batch, await provider.lookup(batch, client))
+    except ProviderError as exc:
+        return LookupResult(outcomes=_failed(batch[SUBJECT], exc.reason))
+    except Exception as exc:  # a provider bug must not lose the batch or stop the others
+        logger.warning("provider %s: lookup raised %s", provider.name, type(exc).__name__)
+        return LookupResult(outcomes=_failed(batch[SUBJECT], "provider_error"))
+
+
+async def lookup_all(
+    provider: Provider,
+    client: ProviderClient,
+    requests: pd.DataFrame,
+    *,
+    progress: Progress | None = None,
+) -> LookupRun:
+    """Look up every row of `requests` (BATCH_COLUMNS) in batches of the provider's size.
+
+    A fixed pool of workers (twice the client's concurrency) pulls batches, so memory stays
+    flat for any number of subjects while the client keeps its connections busy. Once the
+    budget is spent, the remaining batches fail with reason `budget_exhausted` without calls.
+    """
+    requests = requests.loc[:, list(BATCH_COLUMNS)].reset_index(drop=True)
+    size = max(1, provider.capabilities.batch_size)
+    batches = [requests.iloc[i : i + size] for i in range(0, len(requests), size)]
+    queue: asyncio.Queue[pd.DataFrame] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+    results: list[LookupResult] = []
+    done = 0
+    budget_spent = False
+
+    async def worker() -> None:
+        nonlocal done, budget_spent
+        while True:
+            try:
+                batch = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if budget_spent:
+                result = LookupResult(outcomes=_failed(batch[SUBJECT], BudgetExhaustedError.reason))
+            else:
+                result = await _one_batch(provider, client, batch)
+                if (result.outcomes["reason"] == BudgetExhaustedError.reason).any():
+                    budget_spent = True
+            results.append(result)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(requests))
+
+    workers = max(1, 2 * getattr(client, "concurrency", 10))
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(batches)) or 1)))
+    outcomes = (
+        pd.concat([r.outcomes for r in results], ignore_index=True)
+        if results
+        else pd.DataFrame(columns=list(OUTCOME_COLUMNS))
+    )
+    signal_frames = [r.signals for r in results if len(r.signals)]
+    signals = (
+        pd.concat(signal_frames, ignore_index=True).loc[:, list(SIGNAL_COLUMNS)]
+        if signal_frames
+        else empty_signals()
+    )
+    failed = outcomes.loc[outcomes["status"] == str(LookupStatus.FAILED), "reason"]
+    return LookupRun(
+        outcomes=outcomes,
+        signals=signals,
+        failed_reasons=Counter({str(k): int(v) for k, v in failed.value_counts().items()}),
+    )

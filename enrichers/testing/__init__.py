@@ -1,0 +1,1 @@
+"""A real local provider server for tests, benchmarks and the demo."""
