@@ -40,7 +40,7 @@ def hourly_rate_limit(per_hour: int) -> RateLimitSettings:
     hour after the burst, so burst + an hour of refills stays within the provider's limit.
     A bucket needs a burst of one and some refill, so the limit must be at least 2 an hour.
     """
-    if per_hour < 2:  # noqa: PLR2004 - one burst token plus a non-zero refill
+    if per_hour < 2:  # one burst token plus a non-zero refill
         raise ValueError(f"an hourly limit must be at least 2 requests, not {per_hour}")
     burst = max(1, per_hour // 20)
     return RateLimitSettings(per_second=(per_hour - burst) / 3600, burst=burst)
