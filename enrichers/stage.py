@@ -30,6 +30,8 @@ from enrichers.base import (
     empty_signals,
 )
 from enrichers.http.client import ProviderClient
+from profiles.store.signals import RAW_SCORE_PATTERN, TOPIC_MAX_LENGTH, TOPIC_PATTERN
+from profiles.types import SignalKind
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class LookupRun:
     signals: pd.DataFrame
     """SIGNAL_COLUMNS."""
     failed_reasons: Counter[str] = field(default_factory=Counter)
+    signals_dropped: int = 0
+    """Signals that broke the contract (topic not declared or malformed, confidence not in
+    (0, 1), ...) and were dropped, never passed on."""
 
 
 def _failed(subjects: pd.Series, reason: str) -> pd.DataFrame:
@@ -60,8 +65,34 @@ def _failed(subjects: pd.Series, reason: str) -> pd.DataFrame:
     )
 
 
-def _checked(batch: pd.DataFrame, result: LookupResult) -> LookupResult:
-    """Hold a provider to the contract: one outcome per subject of the batch, valid statuses."""
+def valid_signals(signals: pd.DataFrame, produces: tuple[str, ...]) -> pd.Series:
+    """Which signals keep the contract: a taxonomy key under one of the topics the provider
+    declared it `produces`, a confidence strictly between 0 and 1, a known kind, a time, and
+    a raw score that is missing or short text the cache accepts (no identifier fits)."""
+    topic = signals["topic"].astype("string")
+    under = pd.Series(False, index=signals.index)
+    for prefix in produces:
+        under |= (topic == prefix) | topic.str.startswith(prefix + ".", na=False)
+    confidence = pd.to_numeric(signals["confidence"], errors="coerce")
+    raw = signals["raw_score"].astype("string")
+    observed = pd.to_datetime(signals["observed_at"], utc=True, errors="coerce")
+    return (
+        topic.str.fullmatch(TOPIC_PATTERN).fillna(False).astype(bool)
+        & (topic.str.len() <= TOPIC_MAX_LENGTH).fillna(False).astype(bool)
+        & under
+        & (confidence > 0).fillna(False).astype(bool)
+        & (confidence < 1).fillna(False).astype(bool)
+        & signals["kind"].astype("string").isin([str(k) for k in SignalKind]).astype(bool)
+        & observed.notna()
+        & (raw.isna() | raw.str.fullmatch(RAW_SCORE_PATTERN)).fillna(False).astype(bool)
+    )
+
+
+def _checked(
+    batch: pd.DataFrame, result: LookupResult, produces: tuple[str, ...]
+) -> tuple[LookupResult, int]:
+    """Hold a provider to the contract: one outcome per subject of the batch, valid statuses,
+    signals only for its subjects and only valid ones (the rest are dropped and counted)."""
     outcomes = result.outcomes.drop_duplicates(SUBJECT)
     outcomes = outcomes[outcomes[SUBJECT].isin(batch[SUBJECT])]
     valid = {str(LookupStatus.MATCHED), str(LookupStatus.NO_MATCH), str(LookupStatus.FAILED)}
@@ -72,21 +103,27 @@ def _checked(batch: pd.DataFrame, result: LookupResult) -> LookupResult:
     missing = batch.loc[~batch[SUBJECT].isin(outcomes[SUBJECT]), SUBJECT]
     if len(missing):
         outcomes = pd.concat([outcomes, _failed(missing, "missing_in_response")], ignore_index=True)
-    signals = result.signals
-    signals = signals[signals[SUBJECT].isin(batch[SUBJECT])]
-    return LookupResult(outcomes=outcomes.loc[:, list(OUTCOME_COLUMNS)], signals=signals)
+    signals = result.signals.reindex(columns=list(SIGNAL_COLUMNS))
+    matched = outcomes.loc[outcomes["status"] == str(LookupStatus.MATCHED), SUBJECT]
+    signals = signals[signals[SUBJECT].isin(matched)]
+    keep = valid_signals(signals, produces) if len(signals) else pd.Series(dtype=bool)
+    dropped = int((~keep).sum())
+    if dropped:
+        signals = signals[keep.to_numpy()]
+    result = LookupResult(outcomes=outcomes.loc[:, list(OUTCOME_COLUMNS)], signals=signals)
+    return result, dropped
 
 
 async def _one_batch(
     provider: Provider, client: ProviderClient, batch: pd.DataFrame
-) -> LookupResult:
+) -> tuple[LookupResult, int]:
     try:
-        return _checked(batch, await provider.lookup(batch, client))
+        return _checked(batch, await provider.lookup(batch, client), provider.capabilities.produces)
     except ProviderError as exc:
-        return LookupResult(outcomes=_failed(batch[SUBJECT], exc.reason))
+        return LookupResult(outcomes=_failed(batch[SUBJECT], exc.reason)), 0
     except Exception as exc:  # a provider bug must not lose the batch or stop the others
         logger.warning("provider %s: lookup raised %s", provider.name, type(exc).__name__)
-        return LookupResult(outcomes=_failed(batch[SUBJECT], "provider_error"))
+        return LookupResult(outcomes=_failed(batch[SUBJECT], "provider_error")), 0
 
 
 async def lookup_all(
@@ -110,10 +147,11 @@ async def lookup_all(
         queue.put_nowait(batch)
     results: list[LookupResult] = []
     done = 0
+    dropped = 0
     budget_spent = False
 
     async def worker() -> None:
-        nonlocal done, budget_spent
+        nonlocal done, dropped, budget_spent
         while True:
             try:
                 batch = queue.get_nowait()
@@ -122,7 +160,8 @@ async def lookup_all(
             if budget_spent:
                 result = LookupResult(outcomes=_failed(batch[SUBJECT], BudgetExhaustedError.reason))
             else:
-                result = await _one_batch(provider, client, batch)
+                result, bad = await _one_batch(provider, client, batch)
+                dropped += bad
                 if (result.outcomes["reason"] == BudgetExhaustedError.reason).any():
                     budget_spent = True
             results.append(result)
@@ -130,7 +169,7 @@ async def lookup_all(
             if progress is not None:
                 progress(done, len(requests))
 
-    workers = max(1, 2 * getattr(client, "concurrency", 10))
+    workers = max(1, 2 * client.concurrency)
     await asyncio.gather(*(worker() for _ in range(min(workers, len(batches)) or 1)))
     outcomes = (
         pd.concat([r.outcomes for r in results], ignore_index=True)
@@ -148,4 +187,5 @@ async def lookup_all(
         outcomes=outcomes,
         signals=signals,
         failed_reasons=Counter({str(k): int(v) for k, v in failed.value_counts().items()}),
+        signals_dropped=dropped,
     )

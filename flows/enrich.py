@@ -302,7 +302,8 @@ def enrich_with(
         "skipped_cached": len(cached),
         "skipped_policy": dict(skipped),
         "failed": dict(result.failed_reasons),
-        "signals": len(signals) + 0,
+        "signals": len(signals),
+        "signals_dropped": result.signals_dropped,
         "client": stats.as_dict() if hasattr(stats, "as_dict") else dict(vars(stats)),
     }
     total = (
