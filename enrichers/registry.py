@@ -40,7 +40,7 @@ from enrichers.base import Provider, ProviderPlugin, ProviderSettings
 from enrichers.gravatar import PLUGIN as GRAVATAR
 from enrichers.http_json import PLUGIN as HTTP_JSON
 from profiles.errors import ConfigError, KeyMaterialError
-from profiles.yamlconf import locate
+from profiles.yamlconf import dotted, locate
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Registry:
 
         def report(loc: tuple[int | str, ...], message: str) -> None:
             full = (*SETTINGS_LOC, *loc)
-            problems.append(f"{path}:{locate(path, full)}: {_dotted(full)}: {message}")
+            problems.append(f"{path}:{locate(path, full)}: {dotted(full)}: {message}")
 
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
@@ -236,7 +236,7 @@ class Registry:
             name = entry.get("name")
             if isinstance(name, str):
                 if name in names:
-                    first = _dotted((*SETTINGS_LOC, names[name]))
+                    first = dotted((*SETTINGS_LOC, names[name]))
                     report((index, "name"), f"duplicate provider name {name!r} (also {first})")
                 else:
                     names[name] = index
@@ -287,13 +287,6 @@ def _plugin_problem(plugin: Any) -> str | None:
     if not callable(getattr(plugin, "create", None)):
         return f"plugin {name!r} has no create(settings, secrets)"
     return None
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 BUILTINS: Final[tuple[ProviderPlugin, ...]] = (HTTP_JSON, GRAVATAR)

@@ -51,7 +51,8 @@ def locate(path: Path, loc: tuple[int | str, ...]) -> int:
     return _line_of(root, loc)
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
+def dotted(loc: tuple[int | str, ...]) -> str:
+    """`loc` as a reader writes it: `enrichment.providers[0].auth.header`."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -83,5 +84,5 @@ def load_yaml_model(path: Path, model: type[M], context: dict[str, Any] | None =
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
             loc = tuple(err["loc"])
-            problems.append(f"{path}:{_line_of(root, loc)}: {_dotted(loc)}: {err['msg']}")
+            problems.append(f"{path}:{_line_of(root, loc)}: {dotted(loc)}: {err['msg']}")
         raise ConfigError(str(path), problems) from None
