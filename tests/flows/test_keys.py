@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from prefect.blocks.system import Secret
 
-from flows.keys import key_by_id, resolve_key
+from flows.keys import key_by_id, provider_secret, resolve_key
 from profiles.errors import KeyMaterialError
 from profiles.hashing import Key, Keyring, encode_secret
 from profiles.settings import EnrichSettings
@@ -62,3 +62,18 @@ def test_env_variables_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_no_key_anywhere_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(KeyMaterialError, match="enrich keys init"):
         resolve_key("pseudonym", _settings(), tmp_path)
+
+
+def test_provider_secrets_come_from_env_or_a_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "env-value-1")
+    assert provider_secret("env:ACME_API_KEY") == "env-value-1"
+    assert provider_secret("ACME_API_KEY") == "env-value-1"
+    Secret(value="block-value-2").save("enrich-test-provider", overwrite=True)
+    assert provider_secret("block:enrich-test-provider") == "block-value-2"
+    monkeypatch.delenv("ACME_API_KEY")
+    with pytest.raises(KeyMaterialError, match=r"ACME_API_KEY .* is not set"):
+        provider_secret("env:ACME_API_KEY")
+    with pytest.raises(KeyMaterialError, match="must be env:NAME or block:NAME"):
+        provider_secret("vault:acme")
+    with pytest.raises(KeyMaterialError, match="cannot load Prefect Secret block 'nope'"):
+        provider_secret("block:nope")
