@@ -36,8 +36,9 @@ from enrichers.base import (
     empty_signals,
 )
 from enrichers.http.client import ProviderClient
+from enrichers.http.stats import ClientStats
 from enrichers.registry import build, parse_settings
-from enrichers.stage import lookup_all
+from enrichers.stage import LookupRun, lookup_all
 from flows.keys import provider_secret
 from policy.audit import DecisionLog
 from policy.bundle import PolicyBundle
@@ -271,7 +272,7 @@ def enrich_with(
         if done == total or done % max(1, total // 10) < max(1, caps.batch_size):
             logger.info("%s: %s of %s looked up", settings.name, f"{done:,}", f"{total:,}")
 
-    async def run() -> tuple[Any, Any]:
+    async def run() -> tuple[LookupRun, ClientStats]:
         async with ProviderClient(settings, billing=caps.billing) as client:
             result = await lookup_all(provider, client, batch, progress=progress)
             return result, client.stats
@@ -304,7 +305,7 @@ def enrich_with(
         "failed": dict(result.failed_reasons),
         "signals": len(signals),
         "signals_dropped": result.signals_dropped,
-        "client": stats.as_dict() if hasattr(stats, "as_dict") else dict(vars(stats)),
+        "client": stats.as_dict(),
     }
     total = (
         accounting["matched"]

@@ -120,7 +120,7 @@ def _enrichment_markdown(enrichment: Mapping[str, Any]) -> list[str]:
             f"| {name} | {p['subjects']:,} | {p['matched']:,} | {p['no_match']:,} "
             f"| {p['skipped_cached']:,} | {sum(p['skipped_policy'].values()):,} | {failed} "
             f"| {client.get('calls', 0):,} | {client.get('retries', 0):,} "
-            f"| {client.get('rate_limited', 0):,} | {client.get('breaker_trips', 0):,} "
+            f"| {client.get('throttled', 0):,} | {client.get('breaker_trips', 0):,} "
             f"| {client.get('budget_used', 0):,} |"
         )
     return lines
