@@ -10,6 +10,8 @@ shop would export about them, in the shapes such exports really have:
     out_dir/data/preferences.csv     preference-centre answers, one row per declared topic
     out_dir/data/consents.csv        consent records per person and purpose
     out_dir/data/truth.csv           ground truth: one row per data row of every file
+    out_dir/data/world.jsonl         ground truth for enrichment: each person's hashed
+                                     identifiers and true interests (see below)
     out_dir/data/changes.csv         from the second night on: what changed since the first
 
 A person appears in one to four of the customer sources, under identifiers that differ
@@ -31,6 +33,23 @@ phonenumbers with the row's country or the source's default region, the placehol
 of `profiles.config.PlaceholderConfig`). They are derived from how each value was made,
 not by running those libraries; `tests/profiles/test_synth.py` re-derives them
 independently with the libraries.
+
+`world.jsonl` is what the local provider server (`enrichers.testing`) observes: one JSON
+object per person, in person order::
+
+    {"person_id":"P000042","email_sha256":["5f1c..."],"phone_sha256":["9a0e..."],
+     "interests":{"interest.cooking":0.712,"interest.outdoor.hiking":0.64}}
+
+`email_sha256` holds the SHA-256 of every address the person has (primary, alternative, and
+every valid one in any file, trimmed and lower-cased), `phone_sha256` that of the E.164
+number: no address or number in clear. `interests` are the person's true interests as
+taxonomy keys with a strength in [0.5, 1): each shop category (`outdoor.hiking` becomes
+`interest.outdoor.hiking`) whose share of the person's purchase affinity is at least 0.15
+(strength affinity / (affinity + 0.1)), each of the declared topics (`interest.travel`,
+...) the person's affinity to related categories plus noise makes likely, and whatever the
+person declared in the preference centre (interested "yes" adds the topic with a strength
+of at least 0.7, "no" removes it). It comes from its own random stream, so writing it
+changes no other file, and a person keeps their interests from night to night.
 
 Nothing here is a real person's data. Names are drawn from lists of common given and
 family names and combined at random. E-mail addresses use only the domains reserved for
@@ -98,7 +117,9 @@ byte-identical files.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import re
 import textwrap
 import unicodedata
@@ -524,6 +545,11 @@ _CATEGORY_POPULARITY: Final = np.array(
 _INTEREST_TOPICS: Final = (
     *("interest.travel", "interest.cooking", "interest.sustainability", "interest.fitness"),
 )
+_INTEREST_RELATED: Final = (
+    *(("outdoor.hiking",), ("home.kitchen",), ("garden.tools",)),
+    ("sports.running", "outdoor.hiking"),
+)
+"""Per entry of `_INTEREST_TOPICS`, the categories whose affinity makes it likely."""
 _PURPOSES: Final = ("enrichment", "profiling", "crm_export", "ads_export", "analytics")
 _PURPOSE_SHARE: Final = (0.85, 0.7, 0.6, 0.45, 0.8)
 _PURPOSE_GRANTED: Final = (0.9, 0.85, 0.88, 0.7, 0.9)
@@ -2477,8 +2503,100 @@ def _consent_changes(
     return _ConsentEvents(person, purpose, granted, recorded)
 
 
-def _write(data: _Dataset, out_dir: Path, night: int, yaml_text: str) -> None:
-    """Write the data files, truth.csv, changes.csv (from the second night on) and the config."""
+_WORLD_STREAM: Final = 0x776F726C64
+"""Entropy word ("world") of the world file's own random stream."""
+_CATEGORY_INTEREST: Final = 0.15
+"""Affinity share from which a category is a true interest."""
+_DECLARED_STRENGTH: Final = 0.7
+
+
+def _world_addresses(data: _Dataset) -> list[set[str]]:
+    """Per person, every address they have: primary, alternative, and each valid one in the
+    files, trimmed and lower-cased (as `IdentifierForm.EMAIL_SHA256` hashes them)."""
+    people = data.people
+    found = [
+        {a.strip().lower(), b.strip().lower()}
+        for a, b in zip(people.primary_email, people.alt_email, strict=True)
+    ]
+    # Most rows repeat an address exactly as their person wrote it before: dedupe first.
+    given: set[tuple[int, str]] = set()
+    for table in data.tables.values():
+        name = _FORMATS[table.name].columns.get(_F.EMAIL)
+        if table.email is None or name is None:
+            continue
+        good = table.email == _E_GOOD
+        good[list(table.raw)] = False
+        rows = np.flatnonzero(good).tolist()
+        column = table.columns[table.header.index(name)]
+        given.update(zip(table.person[rows].tolist(), map(column.__getitem__, rows), strict=True))
+    for p, address in given:
+        found[p].add(address.strip().lower())
+    return found
+
+
+def _world_interests(rng: np.random.Generator, data: _Dataset) -> list[dict[str, float]]:
+    """Per person, true interest topic -> strength in [0.5, 1) (see the module docstring)."""
+    people = data.people
+    affinity = people.affinity
+    category = {c: k for k, c in enumerate(_CATEGORIES)}
+    # Drawn for every person in index order: newcomers of later nights append rows, so earlier
+    # persons keep theirs.
+    noise = rng.normal(size=(people.n, len(_INTEREST_TOPICS)))
+    related = np.stack(
+        [affinity[:, [category[c] for c in cats]].mean(axis=1) for cats in _INTEREST_RELATED],
+        axis=1,
+    )
+    latent = -1.2 + 8.0 * (related - 0.1) + noise
+    likely = 1.0 / (1.0 + np.exp(-latent))
+    topics = [f"interest.{c}" for c in _CATEGORIES]
+    truth: list[dict[str, float]] = []
+    for p in range(people.n):
+        held = {
+            topics[k]: float(a / (a + 0.1))
+            for k, a in enumerate(affinity[p].tolist())
+            if a >= _CATEGORY_INTEREST
+        }
+        held.update(
+            {t: float(likely[p, k]) for k, t in enumerate(_INTEREST_TOPICS) if latent[p, k] > 0}
+        )
+        truth.append(held)
+    prefs = data.tables["preference_centre"]
+    for p, topic, answer in zip(
+        prefs.person.tolist(), prefs.columns[4], prefs.columns[5], strict=True
+    ):
+        key = topic if topic.startswith("interest.") else f"interest.{topic}"
+        if answer == "yes":
+            truth[p][key] = max(truth[p].get(key, 0.0), _DECLARED_STRENGTH)
+        else:
+            truth[p].pop(key, None)
+    return truth
+
+
+def _world(data: _Dataset, rng: np.random.Generator) -> bytes:
+    """world.jsonl: one line per person with hashed identifiers and true interests."""
+    addresses = _world_addresses(data)
+    interests = _world_interests(rng, data)
+    people = data.people
+    lines = []
+    for p, pid in enumerate(people.pids):
+        phone = people.phone[p]
+        record = {
+            "person_id": pid,
+            "email_sha256": sorted(_sha256(a) for a in addresses[p] if a),
+            "phone_sha256": [] if phone is None else [_sha256(phone.e164)],
+            "interests": {t: min(0.999, round(v, 3)) for t, v in sorted(interests[p].items())},
+        }
+        lines.append(json.dumps(record, separators=(",", ":")) + "\n")
+    return "".join(lines).encode("utf-8")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write(data: _Dataset, out_dir: Path, night: int, yaml_text: str, world: bytes) -> None:
+    """Write the data files, truth.csv, world.jsonl, changes.csv (from the second night on)
+    and the config."""
     data_dir = out_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     truth = io.StringIO()
@@ -2488,6 +2606,7 @@ def _write(data: _Dataset, out_dir: Path, night: int, yaml_text: str) -> None:
         _write_table(data_dir / _FORMATS[table.name].file, table, _FORMATS[table.name])
         writer.writerows(_truth(table, data.people))
     (data_dir / "truth.csv").write_bytes(truth.getvalue().encode("utf-8"))
+    (data_dir / "world.jsonl").write_bytes(world)
     changes_path = data_dir / "changes.csv"
     if night == 1:
         # A first night written over a later one's folder must not keep its changes.
@@ -2529,7 +2648,10 @@ def generate(
     # Each night builds on the one before, so night K replays nights 2..K; they are small.
     for k in range(2, night + 1):
         _next_night(data, k, _night_streams(seed, people, as_of, k), people)
-    _write(data, out_dir, night, _yaml_text(people, seed, as_of))
+    world_rng = np.random.default_rng(
+        np.random.SeedSequence([seed, people, as_of.toordinal(), _WORLD_STREAM])
+    )
+    _write(data, out_dir, night, _yaml_text(people, seed, as_of), _world(data, world_rng))
     return SynthResult(
         out_dir=out_dir,
         config_path=out_dir / "enrich.yaml",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import phonenumbers
@@ -644,6 +646,8 @@ NIGHT_ONE_200_SEED_3 = {
     "data/orders.csv": "550590297c8e2d9ba7d9187df5ad51d32b918372a9f240d3dc08318de110c91a",
     "data/preferences.csv": "c837bf6f90bc0c6adfd80bcd5d72b7418cc0bb802d81774e1737bf6eb33c725f",
     "data/truth.csv": "1322d2bd5c5e02942e509e402a89b91c34f79a5cc0ae3db7ce0c917ad7129f1a",
+    # added with the world file; every file above kept its bytes
+    "data/world.jsonl": "20bd3edd1fa5f1c27ec3eb08d1fa8095f363ee82d7dbbf488046c9f27bb0e11a",
     "enrich.yaml": "550e7b08350db5f3e21ba5b75275fa98b8b3fccd858d505913c0464f3a317020",
 }
 NIGHT_PEOPLE = 2000
@@ -1013,3 +1017,94 @@ def test_added_rows_are_as_messy_as_the_first_nights(tmp_path: Path) -> None:
     observed = sum(messy[n, True] for n in names)
     assert sum(rows[n, True] for n in names) > 1000
     assert 0.5 * expected <= observed <= 2 * expected, (observed, expected)
+
+
+# --- world.jsonl: ground truth for enrichment ------------------------------------------------
+
+WORLD_TOPICS = {f"interest.{c}" for c in synth._CATEGORIES} | set(synth._INTEREST_TOPICS)
+
+
+def _world(out_dir: Path) -> dict[str, dict[str, Any]]:
+    lines = (out_dir / "data" / "world.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    world = {r["person_id"]: r for r in records}
+    assert len(world) == len(records)
+    return world
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_world_lists_every_person_with_hashed_identifiers_only(
+    made: synth.SynthResult,
+    config: RunConfig,
+    rows: dict[str, list[Row]],
+    truth: dict[str, list[dict[str, str]]],
+) -> None:
+    world = _world(made.out_dir)
+    assert list(world) == sorted(world)
+    assert len(world) == made.people
+    assert {r["person_id"] for records in truth.values() for r in records} == set(world)
+    owners = _identifier_owners(Night(made, config, rows, truth, []))
+    assert sum(kind == "phone" for kind, _ in owners) > 50
+    for (kind, value), persons in owners.items():
+        if kind in ("email", "phone"):
+            for person in persons:
+                assert _sha256(value) in world[person][f"{kind}_sha256"], (kind, person)
+    text = (made.out_dir / "data" / "world.jsonl").read_text(encoding="utf-8")
+    assert "@" not in text
+    assert "+" not in text  # no E.164 number either
+    for record in world.values():
+        assert set(record) == {"person_id", "email_sha256", "phone_sha256", "interests"}
+        for digest in (*record["email_sha256"], *record["phone_sha256"]):
+            assert re.fullmatch(r"[0-9a-f]{64}", digest)
+
+
+def test_world_interests_are_plausible_and_respect_declarations(
+    made: synth.SynthResult, rows: dict[str, list[Row]], truth: dict[str, list[dict[str, str]]]
+) -> None:
+    world = _world(made.out_dir)
+    counts = Counter(len(r["interests"]) for r in world.values())
+    assert 1.5 < sum(k * n for k, n in counts.items()) / len(world) < 5
+    held = Counter(t for r in world.values() for t in r["interests"])
+    assert set(held) == WORLD_TOPICS
+    for record in world.values():
+        assert all(0 < s < 1 for s in record["interests"].values())
+    declared = 0
+    for row, record in zip(rows["preference_centre"], truth["preference_centre"], strict=True):
+        if row.values is None:
+            continue
+        topic = row.values[CanonicalField.TOPIC]
+        key = topic if topic.startswith("interest.") else f"interest.{topic}"
+        interests = world[record["person_id"]]["interests"]
+        if row.values[CanonicalField.INTERESTED] == "yes":
+            assert interests[key] >= 0.7
+            declared += 1
+        else:
+            assert key not in interests
+    assert declared > 20
+    # shoppers buy what they are interested in
+    bought: dict[str, Counter[str]] = defaultdict(Counter)
+    for row, record in zip(rows["shop_orders"], truth["shop_orders"], strict=True):
+        if row.values is not None and not row.values[CanonicalField.QUANTITY].startswith("-"):
+            bought[record["person_id"]][row.values[CanonicalField.CATEGORY]] += 1
+    top_is_interest = [
+        f"interest.{counter.most_common(1)[0][0]}" in world[person]["interests"]
+        for person, counter in bought.items()
+        if sum(counter.values()) >= 5
+    ]
+    assert sum(top_is_interest) / len(top_is_interest) > 0.6
+
+
+def test_world_is_the_same_people_with_the_same_interests_every_night(
+    nights: dict[int, Night],
+) -> None:
+    first, third = _world(nights[1].made.out_dir), _world(nights[3].made.out_dir)
+    assert len(third) == nights[3].made.people > len(first)
+    for person, record in first.items():
+        assert third[person]["interests"] == record["interests"]
+        assert set(record["email_sha256"]) <= set(third[person]["email_sha256"])
+    moved = {c["person_id"] for c in nights[3].changes if c["change"] == "email_changed"}
+    assert moved
+    assert all(len(third[p]["email_sha256"]) > len(first[p]["email_sha256"]) for p in moved)
