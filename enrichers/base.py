@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Protocol, runtime_checkable
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,6 +96,18 @@ class Capabilities:
     signal_kind: SignalKind = SignalKind.INFERRED
 
 
+SINGLE_LOOKUP_ROWS: Final = 64
+"""Rows a provider that sends one identifier per request (batch_size 1) gets per `lookup`
+call. It sends their requests concurrently (the client bounds how many are in flight), so
+the per-call work of building frames is shared by many identifiers."""
+
+
+def rows_per_lookup(capabilities: Capabilities) -> int:
+    """At most how many rows one `lookup` call gets: the batch size of a batch provider,
+    SINGLE_LOOKUP_ROWS for one that looks up one identifier per request."""
+    return capabilities.batch_size if capabilities.batch_size > 1 else SINGLE_LOOKUP_ROWS
+
+
 def empty_signals() -> pd.DataFrame:
     """A signals frame with no rows and the contract's columns."""
     return pd.DataFrame({c: pd.Series([], dtype=object) for c in SIGNAL_COLUMNS})
@@ -149,7 +161,10 @@ class ProviderSettings(BaseModel):
     """Requests in flight at once."""
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     retries: Annotated[int, Field(ge=0, le=10)] = 4
-    """Attempts after the first for timeouts, 429 and 5xx."""
+    """Attempts after the first for timeouts, connection errors and 5xx."""
+    throttle_retries: Annotated[int, Field(ge=0, le=100)] = 20
+    """Attempts after the first for 429 answers: the server says when to come back (the whole
+    client pauses), so these are counted apart and more are allowed."""
     backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
     """First retry delay; doubles each attempt, with full jitter."""
     max_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
@@ -175,7 +190,8 @@ class Provider(Protocol):
         ...
 
     async def lookup(self, batch: pd.DataFrame, client: ProviderClient) -> LookupResult:
-        """Look up one batch (BATCH_COLUMNS, at most `capabilities.batch_size` rows).
+        """Look up one batch (BATCH_COLUMNS, at most `rows_per_lookup(capabilities)` rows,
+        at most `capabilities.batch_size` identifiers per request).
 
         Use `client` for every request: it rate-limits, retries, breaks the circuit and
         counts the budget. Raise ProviderError when the whole batch failed.

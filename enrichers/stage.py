@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from enrichers.base import (
     Provider,
     ProviderError,
     empty_signals,
+    rows_per_lookup,
 )
 from enrichers.http.client import ProviderClient
 from profiles.store.signals import RAW_SCORE_PATTERN, TOPIC_MAX_LENGTH, TOPIC_PATTERN
@@ -91,8 +93,8 @@ def valid_signals(signals: pd.DataFrame, produces: tuple[str, ...]) -> pd.Series
 def _checked(
     batch: pd.DataFrame, result: LookupResult, produces: tuple[str, ...]
 ) -> tuple[LookupResult, int]:
-    """Hold a provider to the contract: one outcome per subject of the batch, valid statuses,
-    signals only for its subjects and only valid ones (the rest are dropped and counted)."""
+    """Hold a provider to the contract: one outcome per subject asked for, valid statuses,
+    signals only for matched subjects and only valid ones (the rest dropped and counted)."""
     outcomes = result.outcomes.drop_duplicates(SUBJECT)
     outcomes = outcomes[outcomes[SUBJECT].isin(batch[SUBJECT])]
     valid = {str(LookupStatus.MATCHED), str(LookupStatus.NO_MATCH), str(LookupStatus.FAILED)}
@@ -116,14 +118,14 @@ def _checked(
 
 async def _one_batch(
     provider: Provider, client: ProviderClient, batch: pd.DataFrame
-) -> tuple[LookupResult, int]:
+) -> LookupResult:
     try:
-        return _checked(batch, await provider.lookup(batch, client), provider.capabilities.produces)
+        return await provider.lookup(batch, client)
     except ProviderError as exc:
-        return LookupResult(outcomes=_failed(batch[SUBJECT], exc.reason)), 0
+        return LookupResult(outcomes=_failed(batch[SUBJECT], exc.reason))
     except Exception as exc:  # a provider bug must not lose the batch or stop the others
         logger.warning("provider %s: lookup raised %s", provider.name, type(exc).__name__)
-        return LookupResult(outcomes=_failed(batch[SUBJECT], "provider_error")), 0
+        return LookupResult(outcomes=_failed(batch[SUBJECT], "provider_error"))
 
 
 async def lookup_all(
@@ -133,25 +135,27 @@ async def lookup_all(
     *,
     progress: Progress | None = None,
 ) -> LookupRun:
-    """Look up every row of `requests` (BATCH_COLUMNS) in batches of the provider's size.
+    """Look up every row of `requests` (BATCH_COLUMNS), `rows_per_lookup` rows per call.
 
-    A fixed pool of workers (twice the client's concurrency) pulls batches, so memory stays
-    flat for any number of subjects while the client keeps its connections busy. Once the
-    budget is spent, the remaining batches fail with reason `budget_exhausted` without calls.
+    A fixed pool of workers pulls batches, so memory stays flat for any number of subjects
+    while the client keeps its connections busy: twice the client's concurrency in requests
+    in flight, and at least two batches. Once the budget is spent, the remaining batches fail
+    with reason `budget_exhausted` without calls. The contract is checked once over the whole
+    run, not per batch: per-batch frame work would cost more than the requests.
     """
     requests = requests.loc[:, list(BATCH_COLUMNS)].reset_index(drop=True)
-    size = max(1, provider.capabilities.batch_size)
+    caps = provider.capabilities
+    size = rows_per_lookup(caps)
     batches = [requests.iloc[i : i + size] for i in range(0, len(requests), size)]
     queue: asyncio.Queue[pd.DataFrame] = asyncio.Queue()
     for batch in batches:
         queue.put_nowait(batch)
     results: list[LookupResult] = []
     done = 0
-    dropped = 0
     budget_spent = False
 
     async def worker() -> None:
-        nonlocal done, dropped, budget_spent
+        nonlocal done, budget_spent
         while True:
             try:
                 batch = queue.get_nowait()
@@ -160,8 +164,7 @@ async def lookup_all(
             if budget_spent:
                 result = LookupResult(outcomes=_failed(batch[SUBJECT], BudgetExhaustedError.reason))
             else:
-                result, bad = await _one_batch(provider, client, batch)
-                dropped += bad
+                result = await _one_batch(provider, client, batch)
                 if (result.outcomes["reason"] == BudgetExhaustedError.reason).any():
                     budget_spent = True
             results.append(result)
@@ -169,7 +172,8 @@ async def lookup_all(
             if progress is not None:
                 progress(done, len(requests))
 
-    workers = max(1, 2 * client.concurrency)
+    in_flight = 2 * client.concurrency * max(1, caps.batch_size)
+    workers = max(2, math.ceil(in_flight / size))
     await asyncio.gather(*(worker() for _ in range(min(workers, len(batches)) or 1)))
     outcomes = (
         pd.concat([r.outcomes for r in results], ignore_index=True)
@@ -177,15 +181,12 @@ async def lookup_all(
         else pd.DataFrame(columns=list(OUTCOME_COLUMNS))
     )
     signal_frames = [r.signals for r in results if len(r.signals)]
-    signals = (
-        pd.concat(signal_frames, ignore_index=True).loc[:, list(SIGNAL_COLUMNS)]
-        if signal_frames
-        else empty_signals()
-    )
-    failed = outcomes.loc[outcomes["status"] == str(LookupStatus.FAILED), "reason"]
+    signals = pd.concat(signal_frames, ignore_index=True) if signal_frames else empty_signals()
+    checked, dropped = _checked(requests, LookupResult(outcomes, signals), caps.produces)
+    failed = checked.outcomes.loc[checked.outcomes["status"] == str(LookupStatus.FAILED), "reason"]
     return LookupRun(
-        outcomes=outcomes,
-        signals=signals,
+        outcomes=checked.outcomes,
+        signals=checked.signals,
         failed_reasons=Counter({str(k): int(v) for k, v in failed.value_counts().items()}),
         signals_dropped=dropped,
     )

@@ -31,7 +31,7 @@ from enrichers.gravatar.config import PRODUCES, GravatarSettings
 from enrichers.gravatar.mapping import effective_topic_map, profile_outcome
 from enrichers.http.client import ProviderClient
 from enrichers.http_json.mapping import NO_MATCH, ItemOutcome, count_unmapped, to_result
-from enrichers.http_json.provider import auth_header, check_batch, sendable, utc_now
+from enrichers.http_json.provider import auth_header, check_batch, each, sendable, utc_now
 from profiles.errors import KeyMaterialError
 from profiles.types import IdentifierForm, SignalKind
 
@@ -94,15 +94,16 @@ class GravatarProvider:
         }
 
     async def lookup(self, batch: pd.DataFrame, client: ProviderClient) -> LookupResult:
-        """Look up one batch (one row: Gravatar has no bulk endpoint)."""
+        """Look up one batch: one request per row (Gravatar has no bulk endpoint)."""
         check_batch(batch, self.capabilities, self.name)
         subjects = batch[SUBJECT].tolist()
         values = batch[VALUE].tolist()
         forms, outcomes = sendable(batch[FORM].tolist(), values, self.capabilities.accepts)
         now = self._clock()
-        for i, form in enumerate(forms):
-            if form is not None:
-                outcomes[i] = await self._profile(client, values[i], now)
+        rows = [i for i, form in enumerate(forms) if form is not None]
+        answers = await each([self._profile(client, values[i], now) for i in rows])
+        for i, answer in zip(rows, answers, strict=True):
+            outcomes[i] = answer
         final = [o for o in outcomes if o is not None]
         self._unmapped.update(count_unmapped(final))
         return to_result(

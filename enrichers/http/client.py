@@ -13,8 +13,9 @@ makes one or more *attempts*:
     │   ├─ other 4xx, local request error ─────────────► TerminalProviderError (breaker: success)
     │   └─ timeout · connection error · 429 · 5xx
     │        429: lower the rate; Retry-After / X-RateLimit-Reset pause the whole client
-    │        │ retries used up, half-open trial, or server asks > max_backoff
-    │        │   ──────────────────────────────────────► TransientProviderError (breaker: failure)
+    │        │ retries used up (`retries`; 429s: `throttle_retries`), half-open trial, or
+    │        │ server asks > max_backoff ──────────────► TransientProviderError
+    │        │   (breaker: failure; after 429s: success, the provider is up and throttling)
     │        ▼
     │      sleep: full jitter, uniform(0, min(max_backoff, backoff·2^n)); a 5xx's Retry-After
     │      wins; a 429's pause is waited out in the rate limiter instead
@@ -283,9 +284,10 @@ class ProviderClient:
     ) -> httpx.Response:
         """The attempt loop: retries transient failures, records the outcome in the breaker."""
         settings = self.settings
-        attempt = 0
+        attempt = 0  # retries of timeouts, connection errors and 5xx
+        throttled = 0  # retries of 429s
         while True:
-            if attempt:
+            if attempt or throttled:
                 try:
                     ticket = self._breaker.recheck(ticket)
                 except CircuitOpen:
@@ -300,19 +302,20 @@ class ProviderClient:
                 if terminal is not None:
                     raise self._count(terminal)
                 return outcome
-            delay = outcome.server_delay
-            if outcome.status == _TOO_MANY_REQUESTS and delay is not None:
-                delay = 0.0  # the rate limiter holds every request until the pause ends
-            elif delay is None:
-                cap = min(settings.max_backoff_seconds, settings.backoff_seconds * 2**attempt)
-                delay = self._jitter() * cap
+            too_many = outcome.status == _TOO_MANY_REQUESTS
+            tries = throttled if too_many else attempt
+            delay = self._retry_delay(outcome, tries)
             gives_up = (
-                attempt >= settings.retries
+                tries >= (settings.throttle_retries if too_many else settings.retries)
                 or ticket.trial  # half-open lets exactly one attempt through
                 or (outcome.server_delay or 0.0) > settings.max_backoff_seconds
             )
             if gives_up:
-                self._record_failure(ticket, outcome.reason)
+                if too_many:
+                    # a provider that says "slow down" is up: throttling, not a failure
+                    self._breaker.success(ticket)
+                else:
+                    self._record_failure(ticket, outcome.reason)
                 status = f" -> {outcome.status}" if outcome.status is not None else ""
                 raise self._count(
                     TransientProviderError(
@@ -320,17 +323,30 @@ class ProviderClient:
                     )
                 )
             self._counters.retries += 1
+            if too_many:
+                throttled += 1
+            else:
+                attempt += 1
             logger.debug(
                 "provider %s: %s %s, retry %d in %.2fs",
                 self.name,
                 where,
                 outcome.reason,
-                attempt + 1,
+                tries + 1,
                 delay,
             )
             if delay > 0:
                 await self._sleep(delay)
-            attempt += 1
+
+    def _retry_delay(self, outcome: _Failed, tries: int) -> float:
+        """Seconds to sleep before the next attempt: none after a 429 the server said when to
+        come back from (the rate limiter holds every request until then), a 5xx's
+        Retry-After, else full jitter over the exponential backoff."""
+        if outcome.server_delay is not None:
+            return 0.0 if outcome.status == _TOO_MANY_REQUESTS else outcome.server_delay
+        settings = self.settings
+        cap = min(settings.max_backoff_seconds, settings.backoff_seconds * 2.0**tries)
+        return self._jitter() * cap
 
     async def _attempt(
         self, method: str, url: str, where: str, kwargs: dict[str, Any]

@@ -3,11 +3,12 @@ ProviderClient and maps the answers with the pure functions of `mapping`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -23,8 +24,10 @@ from enrichers.base import (
     Capabilities,
     LookupResult,
     LookupStatus,
+    ProviderError,
     ProviderSettings,
     TerminalProviderError,
+    rows_per_lookup,
 )
 from enrichers.http.client import ProviderClient
 from enrichers.http_json.config import HttpJsonSettings
@@ -93,12 +96,26 @@ def check_batch(batch: pd.DataFrame, capabilities: Capabilities, provider: str) 
         raise TerminalProviderError(
             provider, f"lookup batch lacks columns {missing}", reason="bad_batch"
         )
-    if len(batch) > capabilities.batch_size:
+    most = rows_per_lookup(capabilities)
+    if len(batch) > most:
         raise TerminalProviderError(
             provider,
-            f"lookup batch of {len(batch)} rows exceeds batch_size {capabilities.batch_size}",
+            f"lookup batch of {len(batch)} rows exceeds the {most} rows per lookup",
             reason="bad_batch",
         )
+
+
+async def each(calls: Sequence[Awaitable[ItemOutcome]]) -> list[ItemOutcome]:
+    """Await one request per identifier, concurrently; one whose request fails ends failed
+    with the error's reason code, and the others keep their answers."""
+
+    async def one(call: Awaitable[ItemOutcome]) -> ItemOutcome:
+        try:
+            return await call
+        except ProviderError as exc:
+            return failed(exc.reason)
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
 
 
 def sendable(
@@ -256,7 +273,7 @@ class HttpJsonProvider:
         now = self._clock()
         if rows:
             if self.settings.mode == "single":
-                answers = [await self._single(client, forms[i], values[i], now) for i in rows]
+                answers = await each([self._single(client, forms[i], values[i], now) for i in rows])
             else:
                 answers = await self._batch(client, [(forms[i], values[i]) for i in rows], now)
             for i, answer in zip(rows, answers, strict=True):

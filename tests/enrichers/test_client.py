@@ -157,7 +157,8 @@ def outcome(client: ProviderClient, url: str = URL, **kwargs: Any) -> int | str:
         pytest.param([httpx.ReadError, 200], 200, 2, id="read-error-retried"),
         pytest.param([httpx.RemoteProtocolError, 200], 200, 2, id="server-hung-up-retried"),
         pytest.param([500] * 6, "server_error", 5, id="5xx-exhausts-retries"),
-        pytest.param([429] * 6, "rate_limited", 5, id="429-exhausts-retries"),
+        pytest.param([429] * 22, "rate_limited", 21, id="429-exhausts-throttle-retries"),
+        pytest.param([429, 500, 429, 500, 200], 200, 5, id="429s-and-5xx-counted-apart"),
         pytest.param([httpx.ReadTimeout] * 6, "timeout", 5, id="timeouts-exhaust-retries"),
         pytest.param([httpx.ConnectError] * 6, "connect_error", 5, id="refused-exhausts"),
         pytest.param([400, 200], "client_error_400", 1, id="400-terminal"),
@@ -304,7 +305,7 @@ def test_server_feedback_pauses_the_whole_client(first: httpx.Response, pause: f
     """A later, independent call waits until the pause the server asked for is over."""
     fake = FakeTime()
     script = Script([first, 200], fake)
-    client = client_for(script, fake, retries=0)
+    client = client_for(script, fake, retries=0, throttle_retries=0)
     start = fake.now
     run(_swallow(client.request("GET", URL)))
     assert outcome(client, URL + "/other") == 200
@@ -343,7 +344,11 @@ def test_429s_lower_the_rate_once_per_second_and_it_recovers_slowly() -> None:
     fake = FakeTime()
     script = Script([429, 429, 200], fake)
     client = client_for(
-        script, fake, rate_limit=RateLimitSettings(per_second=100, burst=10), retries=0
+        script,
+        fake,
+        rate_limit=RateLimitSettings(per_second=100, burst=10),
+        retries=0,
+        throttle_retries=0,
     )
     run(_swallow(client.request("GET", URL)))
     run(_swallow(client.request("GET", URL)))  # same second: one congestion event
@@ -953,3 +958,16 @@ def test_real_connection_refused() -> None:
 
 def test_circuit_open_error_is_transient() -> None:
     assert issubclass(CircuitOpenError, TransientProviderError)
+
+
+def test_a_429_storm_throttles_but_never_opens_the_breaker() -> None:
+    fake = FakeTime()
+    script = Script([429, 429, 429, 429, 200], fake)
+    client = client_for(
+        script, fake, throttle_retries=1, breaker=BreakerSettings(failures=1, cooldown_seconds=60)
+    )
+    assert outcome(client) == "rate_limited"  # two 429s: its throttle retries are used up
+    assert outcome(client) == "rate_limited"
+    assert outcome(client) == 200  # not circuit_open: the provider was up all along
+    assert client.stats.breaker_trips == 0
+    assert client.stats.throttled == 4

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from enrichers.base import Billing, LookupResult, LookupStatus, ProviderError, RateLimitSettings
+from enrichers.base import Billing, LookupResult, LookupStatus, RateLimitSettings
 from enrichers.gravatar.config import (
     ANONYMOUS_PER_HOUR,
     KEYED_PER_HOUR,
@@ -287,10 +287,12 @@ def test_rate_limited_gravatar_error_names_no_identifier() -> None:
             429, json={"error": "Rate limit exceeded", "code": "rate_limit_exceeded"}
         )
 
-    with pytest.raises(ProviderError) as info:
-        lookup({"name": "gravatar", "retries": 1}, [("p1", "email_sha256", ROWAN)], handler)
-    assert ROWAN not in str(info.value)
-    assert info.value.retryable
+    [result] = lookup({"name": "gravatar", "retries": 1}, [("p1", "email_sha256", ROWAN)], handler)
+    # the row fails on its own, with a reason code (the next run retries it)
+    assert result.outcomes[["status", "reason"]].to_dict("records") == [
+        {"status": "failed", "reason": "rate_limited"}
+    ]
+    assert ROWAN not in result.outcomes.to_csv()
 
 
 def test_missing_key_and_request_parameters() -> None:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from enrichers.base import (
     OUTCOME_COLUMNS,
     SIGNAL_COLUMNS,
+    SINGLE_LOOKUP_ROWS,
     Billing,
     LookupResult,
     LookupStatus,
@@ -672,17 +673,40 @@ def test_failed_calls_raise_provider_errors_without_identifiers(
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=content)
 
-    raw = {**PDL_SINGLE, "retries": 0}
+    rows = batch(("p1", "email_sha256", EMAIL_HASH))
+    # a failed batch request fails the whole batch: the stage marks its rows failed
     with pytest.raises(ProviderError) as info:
-        lookup(raw, batch(("p1", "email_sha256", EMAIL_HASH)), handler)
+        lookup({**PDL_BULK, "retries": 0}, rows, handler)
     assert EMAIL_HASH not in str(info.value)
     assert API_KEY not in str(info.value)
+    # a failed single request fails its row only, with the error's reason code
+    result, _, _ = lookup({**PDL_SINGLE, "retries": 0}, rows, handler)
+    [row] = result.outcomes.to_dict("records")
+    assert row["status"] == "failed"
+    assert row["reason"] == info.value.reason
 
 
-def test_batch_larger_than_batch_size_is_refused() -> None:
-    rows = batch(("p1", "email_sha256", digest(1)), ("p2", "email_sha256", digest(2)))
-    with pytest.raises(ProviderError, match="exceeds batch_size 1"):
+def test_batch_larger_than_rows_per_lookup_is_refused() -> None:
+    rows = batch(*((f"p{i}", "email_sha256", digest(i)) for i in range(SINGLE_LOOKUP_ROWS + 1)))
+    with pytest.raises(ProviderError, match=f"exceeds the {SINGLE_LOOKUP_ROWS} rows per lookup"):
         lookup(PDL_SINGLE, rows, lambda r: httpx.Response(404))
+
+
+def test_single_mode_looks_up_rows_concurrently_and_fails_them_one_by_one() -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        value = request.url.params["email_hash"]
+        sent.append(value)
+        if value == digest(2):
+            return httpx.Response(400)
+        return httpx.Response(404)
+
+    rows = batch(*((f"p{i}", "email_sha256", digest(i)) for i in range(5)))
+    result, _, _ = lookup({**PDL_SINGLE, "retries": 0}, rows, handler)
+    assert sorted(sent) == sorted(digest(i) for i in range(5))
+    statuses = dict(zip(result.outcomes["subject"], result.outcomes["status"], strict=True))
+    assert statuses == {f"p{i}": "failed" if i == 2 else "no_match" for i in range(5)}
 
 
 def test_outcome_frame_has_the_contract_columns() -> None:

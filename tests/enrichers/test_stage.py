@@ -15,6 +15,7 @@ from enrichers.base import (
     BATCH_COLUMNS,
     OUTCOME_COLUMNS,
     SIGNAL_COLUMNS,
+    SINGLE_LOOKUP_ROWS,
     SUBJECT,
     BudgetExhaustedError,
     Capabilities,
@@ -138,7 +139,8 @@ def test_batches_of_the_declared_size_and_bounded_workers() -> None:
     assert sorted(s for batch in provider.seen for s in batch) == sorted(subjects)
     assert max(len(b) for b in provider.seen) == 4
     assert len(provider.seen) == 13
-    assert provider.most_in_flight <= 4  # two workers per unit of concurrency
+    assert provider.most_in_flight <= 4  # two requests in flight per unit of concurrency
+
     statuses = by_subject(result)
     assert len(statuses) == 50
     assert statuses["m1"] == ("matched", None)
@@ -147,23 +149,33 @@ def test_batches_of_the_declared_size_and_bounded_workers() -> None:
     assert list(result.signals.columns) == list(SIGNAL_COLUMNS)
 
 
-def test_failures_end_as_failed_with_their_reason_and_never_stop_the_others() -> None:
+def test_single_request_providers_get_many_rows_per_call() -> None:
     provider = Scripted(batch_size=1)
-    result = run(provider, requests("m1", "down1", "bug1", "lost1", "odd1", "n1"))
+    result = run(provider, requests(*(f"m{i}" for i in range(SINGLE_LOOKUP_ROWS + 1))))
+    assert [len(b) for b in provider.seen] == [SINGLE_LOOKUP_ROWS, 1]
+    assert len(result.outcomes) == SINGLE_LOOKUP_ROWS + 1
+
+
+def test_failures_end_as_failed_with_their_reason_and_never_stop_the_others() -> None:
+    provider = Scripted(batch_size=2)
+    result = run(provider, requests("m1", "n1", "down1", "m2", "bug1", "n2", "lost1", "odd1"))
     assert by_subject(result) == {
         "m1": ("matched", None),
+        "n1": ("no_match", None),
         "down1": ("failed", "http_503"),
+        "m2": ("failed", "http_503"),  # in the batch whose request failed
         "bug1": ("failed", "provider_error"),
+        "n2": ("failed", "provider_error"),
         "lost1": ("failed", "missing_in_response"),
         "odd1": ("failed", "bad_status"),
-        "n1": ("no_match", None),
     }
     assert result.failed_reasons == {
-        "http_503": 1,
-        "provider_error": 1,
+        "http_503": 2,
+        "provider_error": 2,
         "missing_in_response": 1,
         "bad_status": 1,
     }
+    assert set(result.signals[SUBJECT]) == {"m1"}
 
 
 def test_once_the_budget_is_spent_the_remaining_batches_make_no_calls() -> None:
