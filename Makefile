@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 DEMO_PEOPLE ?= 10000
+DEMO_PROVIDER_PORT ?= 8765
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
@@ -17,9 +18,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo enriches through the local provider server (enrichers/testing), started in the
+# background for the run and stopped after it; what it received is in provider_received.jsonl.
 demo: $(STAMP)
-	$(BIN)/enrich synth --people $(DEMO_PEOPLE) --out $(DEMO_DIR) --seed 7
+	$(BIN)/enrich synth --people $(DEMO_PEOPLE) --out $(DEMO_DIR) --seed 7 \
+	  --provider-url http://127.0.0.1:$(DEMO_PROVIDER_PORT)
 	$(BIN)/enrich keys init --config $(DEMO_DIR)/enrich.yaml
+	@rm -f $(DEMO_DIR)/provider_server.url $(DEMO_DIR)/provider_received.jsonl
+	@$(BIN)/python -m enrichers.testing.server --port $(DEMO_PROVIDER_PORT) --latency-ms 20 \
+	  --world $(DEMO_DIR)/data/world.jsonl --received $(DEMO_DIR)/provider_received.jsonl \
+	  --url-file $(DEMO_DIR)/provider_server.url > $(DEMO_DIR)/provider_server.log 2>&1 & \
+	server=$$!; trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
+	for i in $$(seq 150); do \
+	  test -s $(DEMO_DIR)/provider_server.url && break; \
+	  kill -0 $$server 2>/dev/null || { cat $(DEMO_DIR)/provider_server.log >&2; exit 1; }; \
+	  sleep 0.1; \
+	done; \
+	test -s $(DEMO_DIR)/provider_server.url || { echo "provider server did not start" >&2; exit 1; }; \
+	echo "local provider server: $$(cat $(DEMO_DIR)/provider_server.url)" >&2; \
 	$(BIN)/enrich run --config $(DEMO_DIR)/enrich.yaml
 
 test: $(STAMP)

@@ -49,10 +49,35 @@ def _fail(exc: EnrichError) -> typer.Exit:
 
 
 def _load(config: Path) -> RunConfig:
+    """The run configuration with its provider entries checked, or exit 2 with every problem."""
+    from enrichers.registry import parse_settings  # noqa: PLC0415 - keeps `--help` fast
+
     try:
-        return load_run_config(config)
+        cfg = load_run_config(config)
+        parse_settings(cfg.enrichment.providers, path=config)
     except EnrichError as exc:
         raise _fail(exc) from None
+    return cfg
+
+
+def _add_local_providers(config_path: Path, base_url: str) -> None:
+    """Append an `enrichment` section calling the local provider server at `base_url`."""
+    import yaml  # noqa: PLC0415
+
+    from enrichers.testing import provider_entries  # noqa: PLC0415
+
+    section = yaml.safe_dump(
+        {"enrichment": {"providers": provider_entries(base_url)}},
+        sort_keys=False,
+        default_flow_style=False,
+    )
+    header = (
+        "# Enrichment through the local provider server (`python -m enrichers.testing.server"
+        " --world data/world.jsonl`;\n# `make demo` starts it): three simulated providers"
+        " that answer with noisy observations of\n# the people in data/world.jsonl.\n"
+    )
+    with config_path.open("a", encoding="utf-8") as fh:
+        fh.write(header + section)
 
 
 @app.command()
@@ -64,12 +89,21 @@ def synth(
         int,
         typer.Option(min=1, help="Which night's export: 2 and later add people and change some."),
     ] = 1,
+    provider_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Enrich through the local provider server at this URL "
+            "(e.g. http://127.0.0.1:8765): adds its providers to enrich.yaml."
+        ),
+    ] = None,
 ) -> None:
     """Write a ready-to-run demo folder: enrich.yaml and messy multi-source data with truth."""
     from profiles.synth import generate  # noqa: PLC0415 - keeps `enrich --help` fast
 
     with err.status(f"synthesising {people:,} people (night {night}) into {out_dir} ..."):
         result = generate(people=people, out_dir=out_dir, seed=seed, night=night)
+    if provider_url is not None:
+        _add_local_providers(result.config_path, provider_url)
     table = Table(title=f"Synthetic data for {result.people:,} people", show_edge=False)
     table.add_column("source")
     table.add_column("rows", justify="right")

@@ -49,3 +49,18 @@ def test_make_demo_runs_and_says_where_its_outputs_are(tmp_path: Path) -> None:
     assert totals["rows_in"] > 50_000  # about 10,000 people across five sources
     truth_rows = len((demo / "data" / "truth.csv").read_text(encoding="utf-8").splitlines()) - 1
     assert totals["rows_in"] == truth_rows
+    # the demo enriches through the local provider server, and accounts for every lookup
+    enrichment = summary["enrichment"]
+    assert sorted(enrichment) == ["sim_gravatar", "sim_person", "sim_segments"]
+    for name, provider in enrichment.items():
+        accounted = (
+            provider["matched"]
+            + provider["no_match"]
+            + provider["skipped_cached"]
+            + sum(provider["skipped_policy"].values())
+            + sum(provider["failed"].values())
+        )
+        assert accounted == provider["subjects"], name
+        assert provider["matched"] > 0, name
+    received = (demo / "provider_received.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(received) >= sum(p["client"]["calls"] for p in enrichment.values())
