@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 DEMO_PEOPLE ?= 10000
 DEMO_PROVIDER_PORT ?= 8765
+DEMO_SERVER_ARGS ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
@@ -25,7 +26,7 @@ demo: $(STAMP)
 	  --provider-url http://127.0.0.1:$(DEMO_PROVIDER_PORT)
 	$(BIN)/enrich keys init --config $(DEMO_DIR)/enrich.yaml
 	@rm -f $(DEMO_DIR)/provider_server.url $(DEMO_DIR)/provider_received.jsonl
-	@$(BIN)/python -m enrichers.testing.server --port $(DEMO_PROVIDER_PORT) --latency-ms 20 \
+	@$(BIN)/python -m enrichers.testing.server --port $(DEMO_PROVIDER_PORT) --latency-ms 20 $(DEMO_SERVER_ARGS) \
 	  --world $(DEMO_DIR)/data/world.jsonl --received $(DEMO_DIR)/provider_received.jsonl \
 	  --url-file $(DEMO_DIR)/provider_server.url > $(DEMO_DIR)/provider_server.log 2>&1 & \
 	server=$$!; trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
@@ -54,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/identifiers.py
 	$(BIN)/python bench/identity_quality.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/providers.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache

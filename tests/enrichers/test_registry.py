@@ -161,3 +161,15 @@ def test_build_resolves_named_secrets_and_never_shows_them(
     assert "secret env:ACME_TOKEN (token) cannot be resolved (KeyError)" in str(caught.value)
     with pytest.raises(KeyError, match="only env: secrets"):
         registry.environ_secrets("block:acme")
+
+
+def test_the_readme_example_is_a_valid_provider(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Enrichment providers", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "enrich.yaml"
+    path.write_text(example, encoding="utf-8")
+    entries = yaml.safe_load(example)["enrichment"]["providers"]
+    [settings] = registry.parse_settings(entries, path=path)
+    assert settings.name == "socialscore"
+    assert [r.ref for r in secret_refs(settings)] == ["env:SOCIALSCORE_API_KEY"]
