@@ -50,11 +50,13 @@ def _fail(exc: EnrichError) -> typer.Exit:
 
 def _load(config: Path) -> RunConfig:
     """The run configuration with its provider entries checked, or exit 2 with every problem."""
-    from enrichers.registry import parse_settings  # noqa: PLC0415 - keeps `--help` fast
+    from enrichers.behaviour.config import parse_behaviour  # noqa: PLC0415 - keeps `--help` fast
+    from enrichers.registry import parse_settings  # noqa: PLC0415
 
     try:
         cfg = load_run_config(config)
         parse_settings(cfg.enrichment.providers, path=config)
+        parse_behaviour(cfg.behaviour, path=config)
     except EnrichError as exc:
         raise _fail(exc) from None
     return cfg
@@ -129,13 +131,26 @@ def check(config: ConfigOption = Path("enrich.yaml")) -> None:
 def run(
     config: ConfigOption = Path("enrich.yaml"),
     run_id: Annotated[str | None, typer.Option(help="Run id (default: time-based).")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Score behaviour as of the end of this date (YYYY-MM-DD), to reproduce a "
+            "past night; default: now."
+        ),
+    ] = None,
 ) -> None:
     """Run the nightly flow once; prints the run's output folder."""
     _load(config)  # fail fast, before Prefect starts, on a bad config
-    from flows.nightly import run_nightly  # noqa: PLC0415 - Prefect import is slow
+    from flows.nightly import end_of_day, run_nightly  # noqa: PLC0415 - Prefect import is slow
 
     try:
-        folder = run_nightly(config, run_id=run_id)
+        if as_of is not None:
+            end_of_day(as_of)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(code=2) from None
+    try:
+        folder = run_nightly(config, run_id=run_id, as_of=as_of)
     except EnrichError as exc:
         raise _fail(exc) from None
     summary = json.loads((folder / "run_summary.json").read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from enrichers.base import ProviderSettings, empty_signals
+from enrichers.behaviour.config import BehaviourSettings, parse_behaviour
+from flows.behaviour import score_profiles
 from flows.enrich import enrich_with, provider_settings
 from flows.gates import (
     GATES,
@@ -44,7 +46,7 @@ from policy.types import SuppressionKind
 from profiles.accounting import SourceCounts
 from profiles.config import RunConfig, SourceConfig, load_run_config
 from profiles.golden import golden_records, profile_table, recency_field
-from profiles.hashing import Pseudonymiser
+from profiles.hashing import Key, Pseudonymiser
 from profiles.identifiers import IdentifierStage, present_column, pseudonymise_values
 from profiles.identity import PreviousIdentity, Resolution, resolve
 from profiles.ingest import count_records, read_source
@@ -257,17 +259,26 @@ def enrich_profiles(
     return signals.rename(columns={"subject": PROFILE_ID}), accounting
 
 
-@flow(name="nightly_enrichment", persist_result=False, log_prints=False)
-def nightly_enrichment(config_path: str, run_id: str | None = None) -> str:
-    """Run one night: every input row ends in a profile or in quarantine.csv.
+@task(name="behaviour", persist_result=False, cache_policy=NO_CACHE)
+def score_behaviour(
+    config: RunConfig,
+    settings: BehaviourSettings,
+    *,
+    output: RunOutput,
+    profiles: pd.DataFrame,
+    as_of: datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """First-party scores of the profiles allowed for profiling (see flows.behaviour)."""
+    if not settings.enabled:
+        return profiles, empty_signals().rename(columns={"subject": PROFILE_ID}), {}
+    return score_profiles(config, settings, output=output, profiles=profiles, as_of=as_of)
 
-    Returns the run's output folder. Fails if any source's rows do not balance.
-    """
-    logger = get_run_logger()
-    started = datetime.now(UTC)
-    config: RunConfig = load_run_config(config_path)
-    run_id = run_id or new_run_id(started)
-    settings = EnrichSettings()
+
+def _run_keys(
+    config: RunConfig, settings: EnrichSettings
+) -> tuple[Key, Pseudonymiser, dict[IdentifierKind, frozenset[str]], Sealer | None]:
+    """The pseudonym key and pseudonymiser, the pseudonymised block list, and the quarantine
+    sealer (if raw rows are kept)."""
     key = resolve_key("pseudonym", settings, config.state_dir)
     pseudonymiser = Pseudonymiser(key)
     blocked = pseudonymise_values(
@@ -278,8 +289,29 @@ def nightly_enrichment(config_path: str, run_id: str | None = None) -> str:
         if config.quarantine.keep_raw_encrypted
         else None
     )
+    return key, pseudonymiser, blocked, sealer
+
+
+@flow(name="nightly_enrichment", persist_result=False, log_prints=False)
+def nightly_enrichment(
+    config_path: str, run_id: str | None = None, as_of: str | None = None
+) -> str:
+    """Run one night: every input row ends in a profile or in quarantine.csv.
+
+    `as_of` (ISO date) is the night whose state the behaviour scores describe: orders after
+    its end are ignored, so any past night can be reproduced; default: now. Returns the run's
+    output folder. Fails if any source's rows do not balance.
+    """
+    logger = get_run_logger()
+    started = datetime.now(UTC)
+    scores_as_of = started if as_of is None else end_of_day(as_of)
+    config: RunConfig = load_run_config(config_path)
+    run_id = run_id or new_run_id(started)
+    settings = EnrichSettings()
+    key, pseudonymiser, blocked, sealer = _run_keys(config, settings)
     bundle = policy_bundle(config)
     providers = provider_settings(config.enrichment.providers, Path(config_path))
+    behaviour = parse_behaviour(config.behaviour, path=Path(config_path))
     store = StateStore.open(settings.state_url_for(config.state_dir))
     total = sum(count_records(s) for s in config.sources if s.path.is_file())
     logger.info(
@@ -335,6 +367,9 @@ def nightly_enrichment(config_path: str, run_id: str | None = None) -> str:
             run_id=run_id,
             as_of=started,
         )
+        profiles, behaviour_signals, behaviour_summary = score_behaviour(
+            config, behaviour, output=output, profiles=profiles, as_of=scores_as_of
+        )
         output.write_profiles(profiles)
         signals, enrichment_summary = enrich_profiles(
             providers,
@@ -347,7 +382,7 @@ def nightly_enrichment(config_path: str, run_id: str | None = None) -> str:
             run_id=run_id,
             now=started,
         )
-        output.write_signals(signals)
+        output.write_signals(pd.concat([behaviour_signals, signals], ignore_index=True))
         summary = build_summary(
             run_id,
             started_at=started,
@@ -357,6 +392,7 @@ def nightly_enrichment(config_path: str, run_id: str | None = None) -> str:
             identity=resolution.stats,
             policy=policy_summary,
             enrichment=enrichment_summary,
+            behaviour=behaviour_summary,
         )
         output.write_summary(summary)
         store.save_identity(
@@ -420,6 +456,19 @@ def _record_failure(store: StateStore, run_id: str) -> None:
         get_run_logger().warning("could not record run %s as failed: %s", run_id, exc)
 
 
-def run_nightly(config_path: Path, run_id: str | None = None) -> Path:
+def end_of_day(day: str) -> datetime:
+    """The last microsecond (UTC) of the ISO date `day`; ValueError names a bad date."""
+    try:
+        parsed = date.fromisoformat(day)
+    except ValueError:
+        raise ValueError(f"as_of must be an ISO date (YYYY-MM-DD), not {day!r}") from None
+    return datetime.combine(parsed + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(
+        microseconds=1
+    )
+
+
+def run_nightly(config_path: Path, run_id: str | None = None, as_of: str | None = None) -> Path:
     """Run the flow once in this process and return its output folder."""
-    return Path(nightly_enrichment(config_path=str(config_path.resolve()), run_id=run_id))
+    return Path(
+        nightly_enrichment(config_path=str(config_path.resolve()), run_id=run_id, as_of=as_of)
+    )

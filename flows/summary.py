@@ -19,6 +19,7 @@ def build_summary(
     identity: Mapping[str, Any],
     policy: Mapping[str, Any],
     enrichment: Mapping[str, Any],
+    behaviour: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The JSON-ready summary of a run. Counts and codes only: no personal data."""
     totals = {
@@ -38,6 +39,7 @@ def build_summary(
         "identity": dict(identity),
         "policy": dict(policy),
         "enrichment": dict(enrichment),
+        "behaviour": dict(behaviour),
     }
 
 
@@ -79,6 +81,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += _identity_markdown(summary["identity"])
     lines += _policy_markdown(summary["policy"])
     lines += _enrichment_markdown(summary["enrichment"])
+    lines += _behaviour_markdown(summary["behaviour"])
     lines += ["", f"Pseudonym key id: `{summary['pseudonym_key_id']}`"]
     return "\n".join(lines) + "\n"
 
@@ -123,6 +126,66 @@ def _enrichment_markdown(enrichment: Mapping[str, Any]) -> list[str]:
             f"| {client.get('throttled', 0):,} | {client.get('breaker_trips', 0):,} "
             f"| {client.get('budget_used', 0):,} |"
         )
+    return lines
+
+
+def _behaviour_markdown(behaviour: Mapping[str, Any]) -> list[str]:
+    if not behaviour:
+        return ["", "## Behaviour", "", "Behaviour scoring is off."]
+    lines = [
+        "",
+        "## Behaviour",
+        "",
+        f"{behaviour['customers']:,} customers scored as of {behaviour['as_of']} "
+        f"({behaviour['purchases']:,} purchases, amounts in {behaviour['currency']}); "
+        f"model `{behaviour['model']}`.",
+        "",
+        "| RFM segment | customers | |",
+        "|---|---:|---|",
+    ]
+    segments = behaviour["segments"]
+    largest = max(segments.values(), default=0)
+    lines += [
+        f"| {name} | {n:,} | {_bar(n, largest)} |"
+        for name, n in sorted(segments.items(), key=lambda item: -item[1])
+    ]
+    pareto = behaviour["pareto"]
+    if pareto["top_20_share"] is not None:
+        lines += [
+            "",
+            f"Pareto: the top 20 % of customers bring {pareto['top_20_share']:.1%} of revenue, "
+            f"the top 4 % bring {pareto['top_4_share']:.1%}.",
+        ]
+    abc = ", ".join(f"{k} {v:,}" for k, v in behaviour["abc"].items())
+    xyz = ", ".join(f"{k} {v:,}" for k, v in behaviour["xyz"].items())
+    lines += [
+        "",
+        f"ABC: {abc}. XYZ: {xyz} ({behaviour['one_time_buyers']:,} one-time buyers).",
+    ]
+    lines += _models_markdown(behaviour["models"])
+    return lines
+
+
+def _models_markdown(models: Mapping[str, Any]) -> list[str]:
+    if "skipped" in models:
+        return ["", f"BG/NBD and Gamma-Gamma not fitted: {models['skipped']}."]
+    lines = ["", "| model | parameters | log-likelihood | converged |", "|---|---|---:|---|"]
+    for name in ("bgnbd", "gamma_gamma"):
+        fit = models.get(name)
+        if fit:
+            params = ", ".join(f"{k} {v:.4g}" for k, v in fit["params"].items())
+            lines.append(
+                f"| {name} | {params} | {fit['log_likelihood']:,.1f} | "
+                f"{'yes' if fit['converged'] else 'NO: ' + str(fit['message'])} |"
+            )
+    holdout = models.get("holdout")
+    if holdout:
+        lines += [
+            "",
+            f"Hold-out check: predicted {holdout['predicted_total']:,.0f} repeat purchases, "
+            f"actual {holdout['actual_total']:,.0f} (mean absolute error per customer "
+            f"{holdout['mean_absolute_error']:.3f}).",
+        ]
     return lines
 
 

@@ -276,6 +276,9 @@ class RunConfig(_Model):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     enrichment: EnrichmentConfig = Field(default_factory=EnrichmentConfig)
+    behaviour: dict[str, Any] = Field(default_factory=dict)
+    """First-party behaviour scores from the order lines; validated by
+    `enrichers.behaviour.config.BehaviourSettings`, which this layer does not know."""
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("output_dir", "state_dir")

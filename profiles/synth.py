@@ -2047,7 +2047,15 @@ def _yaml_text(people: int, seed: int, as_of: date) -> str:
         "    birth_year: {rule: source_priority, sources: [crm, consents]}",
         "    first_name: {rule: source_priority, sources: [crm, newsletter, preference_centre]}",
         "    last_name: {rule: source_priority, sources: [crm]}",
+        "# Behaviour scores (RFM, ABC/XYZ, churn risk, CLV) in one currency: EUR per unit of",
+        "# each currency the shop sells in (the rates the data was made with).",
+        "behaviour:",
+        "  money:",
+        "    scoring_currency: EUR",
+        "    rates:",
     ]
+    rates = {c.currency: c.eur_rate for c in _COUNTRIES if c.currency != "EUR"}
+    lines += [f"      {cur}: {1 / rate:.6f}" for cur, rate in sorted(rates.items())]
     return "\n".join(lines) + "\n"
 
 

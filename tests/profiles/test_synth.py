@@ -648,7 +648,7 @@ NIGHT_ONE_200_SEED_3 = {
     "data/truth.csv": "1322d2bd5c5e02942e509e402a89b91c34f79a5cc0ae3db7ce0c917ad7129f1a",
     # added with the world file; every file above kept its bytes
     "data/world.jsonl": "20bd3edd1fa5f1c27ec3eb08d1fa8095f363ee82d7dbbf488046c9f27bb0e11a",
-    "enrich.yaml": "550e7b08350db5f3e21ba5b75275fa98b8b3fccd858d505913c0464f3a317020",
+    "enrich.yaml": "07f4e1e66c498747d7986e070ad204de40e9cf8a85c9657b4de8fd9e04813493",
 }
 NIGHT_PEOPLE = 2000
 EDITS = {"email_changed": "Email", "phone_added": "Phone Number"}

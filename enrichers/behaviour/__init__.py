@@ -1,0 +1,1 @@
+"""First-party behaviour enrichment from the shop's own order lines."""

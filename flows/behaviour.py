@@ -1,0 +1,80 @@
+"""The behaviour stage of the nightly flow: first-party scores from the shop's own order lines.
+
+Only profiles allowed at gate B (profiling) are scored, and only their order lines are read:
+profiling without a lawful basis is not done, not even as a model-fitting input. The scores
+(RFM, ABC/XYZ, BG/NBD churn risk and expected purchases, Gamma-Gamma CLV) become columns of
+profiles.parquet; category interests become `observed` signals of the first-party provider
+`behaviour`; the fitted parameters, their optimiser status, the hold-out check, segment sizes
+and the Pareto figures go to the run summary. Nothing here leaves the machine, so gate A
+(sending identifiers to external providers) does not apply.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger
+
+from enrichers.behaviour.config import BehaviourSettings
+from enrichers.behaviour.provider import LINE_COLUMNS, BehaviourResult, score
+from profiles.config import RunConfig
+from profiles.identity import PROFILE_ID
+from profiles.rundir import RunOutput
+from profiles.types import SourceKind
+
+PROFILING_COLUMN = "decision_profiling"
+
+
+def order_lines(config: RunConfig, output: RunOutput, allowed: pd.Series) -> pd.DataFrame:
+    """The accepted order lines of profiles in `allowed`, typed: ordered_at as UTC times,
+    amount and quantity as numbers (unreadable values become missing and are counted by the
+    scorer, never guessed)."""
+    sources = [s.name for s in config.sources if s.kind == SourceKind.ORDERS]
+    links = output.read_links([PROFILE_ID, *LINE_COLUMNS], sources=sources)
+    links = links[links[PROFILE_ID].isin(allowed)]
+    out = pd.DataFrame(
+        {
+            PROFILE_ID: links[PROFILE_ID].astype(str).to_numpy(),
+            "order_id": links["order_id"].to_numpy(),
+            "ordered_at": pd.to_datetime(
+                links["ordered_at"], utc=True, errors="coerce", format="ISO8601"
+            ).to_numpy(),
+            "amount": pd.to_numeric(links["amount"], errors="coerce").to_numpy(),
+            "currency": links["currency"].str.strip().str.upper().to_numpy(),
+            "category": links["category"].str.strip().to_numpy(),
+            "quantity": pd.to_numeric(links["quantity"], errors="coerce").to_numpy(),
+        }
+    )
+    out["ordered_at"] = pd.to_datetime(out["ordered_at"], utc=True)
+    return out
+
+
+def score_profiles(
+    config: RunConfig,
+    settings: BehaviourSettings,
+    *,
+    output: RunOutput,
+    profiles: pd.DataFrame,
+    as_of: datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """profiles with the score columns added (missing where not scored), the behaviour
+    signals (SIGNAL_COLUMNS with profile_id), and the summary section."""
+    logger = get_run_logger()
+    allowed = profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID]
+    lines = order_lines(config, output, allowed)
+    logger.info(
+        "behaviour: %s order lines of %s profiles allowed for profiling, as of %s",
+        f"{len(lines):,}",
+        f"{len(allowed):,}",
+        as_of.isoformat(timespec="seconds"),
+    )
+    result: BehaviourResult = score(lines, as_of=as_of, settings=settings)
+    scored = profiles.merge(
+        result.scores, left_on=PROFILE_ID, right_index=True, how="left", validate="one_to_one"
+    )
+    report = dict(result.report)
+    report["profiles_allowed"] = len(allowed)
+    report["profiles_scored"] = len(result.scores)
+    return scored, result.signals, report
