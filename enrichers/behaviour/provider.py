@@ -152,9 +152,12 @@ def score(lines: pd.DataFrame, *, as_of: datetime, settings: BehaviourSettings) 
     rfm_scores = rfm(prepared, as_of=as_of, settings=settings.rfm)
     classes = abc_xyz(prepared, as_of=as_of, settings=settings.abc_xyz)
     probabilistic, fit = _probabilistic(prepared, as_of=as_of, settings=settings)
-    model = f"{MODEL_VERSION}#" + _params_hash(
-        {"settings": settings.model_dump(mode="json"), "fit": fit.get("params_hash")}
-    )[:12]
+    model = (
+        f"{MODEL_VERSION}#"
+        + _params_hash(
+            {"settings": settings.model_dump(mode="json"), "fit": fit.get("params_hash")}
+        )[:12]
+    )
     scores = (
         rfm_scores[["rfm_r", "rfm_f", "rfm_m", "rfm_segment"]]
         .join(classes[["abc", "xyz"]], how="left")
