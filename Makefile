@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/identity_quality.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/providers.py
+	$(BIN)/python bench/behaviour.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache

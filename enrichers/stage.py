@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from enrichers.base import (
@@ -67,27 +69,43 @@ def _failed(subjects: pd.Series, reason: str) -> pd.DataFrame:
     )
 
 
+def _per_value(
+    values: pd.Series, check: Callable[[pd.Series], pd.Series], *, missing: bool
+) -> npt.NDArray[np.bool_]:
+    """`check` applied once per distinct value (topics and scores repeat a lot) and spread
+    back over the rows; `check` sees plain strings, a missing value gets `missing`."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts = pd.Series([str(u) for u in uniques], dtype=object)
+    verdicts = np.append(check(texts).to_numpy(dtype=bool), missing)
+    return verdicts[np.where(codes >= 0, codes, len(texts))]
+
+
 def valid_signals(signals: pd.DataFrame, produces: tuple[str, ...]) -> pd.Series:
     """Which signals keep the contract: a taxonomy key under one of the topics the provider
     declared it `produces`, a confidence strictly between 0 and 1, a known kind, a time, and
     a raw score that is missing or short text the cache accepts (no identifier fits)."""
-    topic = signals["topic"].astype("string")
-    under = pd.Series(False, index=signals.index)
-    for prefix in produces:
-        under |= (topic == prefix) | topic.str.startswith(prefix + ".", na=False)
-    confidence = pd.to_numeric(signals["confidence"], errors="coerce")
-    raw = signals["raw_score"].astype("string")
+
+    def topic_ok(topic: pd.Series) -> pd.Series:
+        under = pd.Series(False, index=topic.index)
+        for prefix in produces:
+            under |= (topic == prefix) | topic.str.startswith(prefix + ".")
+        return topic.str.fullmatch(TOPIC_PATTERN) & (topic.str.len() <= TOPIC_MAX_LENGTH) & under
+
+    def raw_ok(raw: pd.Series) -> pd.Series:
+        return raw.str.fullmatch(RAW_SCORE_PATTERN)
+
+    confidence = pd.to_numeric(signals["confidence"], errors="coerce").to_numpy(dtype=float)
     observed = pd.to_datetime(signals["observed_at"], utc=True, errors="coerce")
-    return (
-        topic.str.fullmatch(TOPIC_PATTERN).fillna(False).astype(bool)
-        & (topic.str.len() <= TOPIC_MAX_LENGTH).fillna(False).astype(bool)
-        & under
-        & (confidence > 0).fillna(False).astype(bool)
-        & (confidence < 1).fillna(False).astype(bool)
-        & signals["kind"].astype("string").isin([str(k) for k in SignalKind]).astype(bool)
-        & observed.notna()
-        & (raw.isna() | raw.str.fullmatch(RAW_SCORE_PATTERN)).fillna(False).astype(bool)
+    kinds = [str(k) for k in SignalKind]
+    valid = (
+        _per_value(signals["topic"], topic_ok, missing=False)
+        & (confidence > 0)
+        & (confidence < 1)
+        & signals["kind"].astype(object).isin(kinds).to_numpy(dtype=bool)
+        & observed.notna().to_numpy()
+        & _per_value(signals["raw_score"], raw_ok, missing=True)
     )
+    return pd.Series(valid, index=signals.index)
 
 
 def _checked(
