@@ -100,15 +100,10 @@ def _probabilistic(
     cfg = settings.clv
     h = cfg.suffix
     purchases = prepared.orders[prepared.orders["purchase"]]
-    orders = pd.DataFrame(
-        {
-            "profile_id": purchases["profile_id"].to_numpy(),
-            "order_id": purchases["order_id"].to_numpy(),
-            "ordered_at": purchases["ordered_at"].to_numpy(),
-            "amount": purchases["value"].to_numpy(),
-        }
+    # column by column, keeping dtypes: a tz-aware column as numpy would be Python objects
+    orders = purchases[["profile_id", "order_id", "ordered_at", "value"]].rename(
+        columns={"value": "amount"}
     )
-    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"], utc=True)
     columns = ["p_alive", "churn_risk", f"expected_purchases_{h}", f"clv_{h}"]
     data = clv.summarise(orders, as_of=as_of, period=cfg.period)
     report: dict[str, Any] = {"customers": len(data), "period": cfg.period, "horizon": h}
