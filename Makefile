@@ -8,6 +8,8 @@ DEMO_DIR ?= demo
 DEMO_PEOPLE ?= 10000
 DEMO_PROVIDER_PORT ?= 8765
 DEMO_SERVER_ARGS ?=
+# Behaviour scores as of the date the synthetic export is from (enrich synth's default).
+DEMO_AS_OF ?= 2026-11-01
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
@@ -37,7 +39,7 @@ demo: $(STAMP)
 	done; \
 	test -s $(DEMO_DIR)/provider_server.url || { echo "provider server did not start" >&2; exit 1; }; \
 	echo "local provider server: $$(cat $(DEMO_DIR)/provider_server.url)" >&2; \
-	$(BIN)/enrich run --config $(DEMO_DIR)/enrich.yaml
+	$(BIN)/enrich run --config $(DEMO_DIR)/enrich.yaml --as-of $(DEMO_AS_OF)
 
 test: $(STAMP)
 	$(BIN)/pytest

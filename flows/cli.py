@@ -6,7 +6,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -163,7 +163,33 @@ def run(
         f"{identity['splits']:,} splits)",
         highlight=False,
     )
+    behaviour = summary.get("behaviour") or {}
+    if behaviour:
+        err.print(_behaviour_line(behaviour), highlight=False)
     print(folder)
+
+
+def _behaviour_line(behaviour: dict[str, Any]) -> str:
+    """One line on the behaviour scores for the console (counts and model figures only)."""
+    parts = [f"behaviour: {behaviour['customers']:,} customers scored"]
+    top = behaviour["pareto"]["top_20_share"]
+    if top is not None:
+        parts.append(f"top 20 % bring {top:.0%} of revenue")
+    models = behaviour["models"]
+    fit = models.get("bgnbd")
+    if fit:
+        params = ", ".join(f"{k}={v:.3g}" for k, v in fit["params"].items())
+        status = "converged" if fit["converged"] else f"NOT converged ({fit['message']})"
+        parts.append(f"BG/NBD {status} ({params})")
+    holdout = models.get("holdout")
+    if holdout:
+        parts.append(
+            f"hold-out: predicted {holdout['predicted_total']:,.0f} vs actual "
+            f"{holdout['actual_total']:,.0f} repeat purchases"
+        )
+    if "skipped" in models:
+        parts.append(f"models not fitted: {models['skipped']}")
+    return "; ".join(parts)
 
 
 @app.command()

@@ -208,17 +208,7 @@ class BgNbdFit:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for a run summary (non-finite numbers become None)."""
-        return {
-            "model": "bgnbd",
-            "params": _params_dict(self.params),
-            "std_errors": {k: _finite_or_none(v) for k, v in _params_dict(self.std_errors).items()},
-            "log_likelihood": _finite_or_none(self.log_likelihood),
-            "n_customers": self.n_customers,
-            "converged": self.converged,
-            "message": self.message,
-            "iterations": self.iterations,
-            "params_hash": self.params_hash,
-        }
+        return _fit_dict(self, "bgnbd")
 
 
 @dataclass(frozen=True)
@@ -250,17 +240,22 @@ class GammaGammaFit:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for a run summary (non-finite numbers become None)."""
-        return {
-            "model": "gamma_gamma",
-            "params": _params_dict(self.params),
-            "std_errors": {k: _finite_or_none(v) for k, v in _params_dict(self.std_errors).items()},
-            "log_likelihood": _finite_or_none(self.log_likelihood),
-            "n_customers": self.n_customers,
-            "converged": self.converged,
-            "message": self.message,
-            "iterations": self.iterations,
-            "params_hash": self.params_hash,
-        }
+        return _fit_dict(self, "gamma_gamma")
+
+
+def _fit_dict(fit: BgNbdFit | GammaGammaFit, model: str) -> dict[str, Any]:
+    """A fit as JSON: parameters, standard errors, optimiser status and parameter hash."""
+    return {
+        "model": model,
+        "params": _params_dict(fit.params),
+        "std_errors": {k: _finite_or_none(v) for k, v in _params_dict(fit.std_errors).items()},
+        "log_likelihood": _finite_or_none(fit.log_likelihood),
+        "n_customers": fit.n_customers,
+        "converged": fit.converged,
+        "message": fit.message,
+        "iterations": fit.iterations,
+        "params_hash": fit.params_hash,
+    }
 
 
 def _params_dict(params: BgNbdParams | GammaGammaParams) -> dict[str, float]:

@@ -30,7 +30,7 @@ from prefect.client.schemas.objects import Artifact
 from prefect.logging.handlers import APILogWorker
 
 from flows.nightly import SUMMARY_ARTIFACT_KEY, nightly_enrichment
-from profiles.config import load_run_config
+from profiles.config import SourceConfig, load_run_config
 from profiles.errors import SourceError
 from profiles.hashing import Keyring
 from profiles.quarantine import field_reasons
@@ -216,23 +216,27 @@ def test_outputs_are_published_whole(small_run: Run) -> None:
     assert not [p for p in out_dir.iterdir() if p.name.endswith(".partial")]
 
 
+def raw_source(source: SourceConfig) -> pd.DataFrame:
+    """A source file's cells as text, as written (bad lines skipped, bad bytes replaced)."""
+    if source.format == "parquet":
+        return pd.read_parquet(source.path).astype("string").fillna("")
+    return pd.read_csv(
+        source.path,
+        dtype=str,
+        keep_default_na=False,
+        encoding="utf-8-sig" if source.encoding == "utf-8" else source.encoding,
+        sep=source.delimiter,
+        on_bad_lines="skip",
+        encoding_errors="replace",
+    )
+
+
 def _needles(work: Path) -> set[str]:
     """Every raw email, phone and name in the inputs, as written and as normalised."""
     config = load_run_config(work / "enrich.yaml")
     needles: set[str] = set()
     for source in config.sources:
-        if source.format == "parquet":
-            frame = pd.read_parquet(source.path).astype("string").fillna("")
-        else:
-            frame = pd.read_csv(
-                source.path,
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8-sig" if source.encoding == "utf-8" else source.encoding,
-                sep=source.delimiter,
-                on_bad_lines="skip",
-                encoding_errors="replace",
-            )
+        frame = raw_source(source)
         for field, column in source.columns.items():
             if field not in {"email", "phone", "first_name", "last_name"}:
                 continue
