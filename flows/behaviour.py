@@ -22,33 +22,40 @@ from enrichers.behaviour.provider import LINE_COLUMNS, BehaviourResult, score
 from profiles.config import RunConfig
 from profiles.identity import PROFILE_ID
 from profiles.rundir import RunOutput
-from profiles.types import SourceKind
+from profiles.types import CanonicalField, SourceKind
 
 PROFILING_COLUMN = "decision_profiling"
 
 
-def order_lines(config: RunConfig, output: RunOutput, allowed: pd.Series) -> pd.DataFrame:
+def order_lines(
+    config: RunConfig, output: RunOutput, allowed: pd.Series, *, scoring_currency: str
+) -> pd.DataFrame:
     """The accepted order lines of profiles in `allowed`, typed: ordered_at as UTC times,
     amount and quantity as numbers (unreadable values become missing and are counted by the
     scorer, never guessed)."""
-    sources = [s.name for s in config.sources if s.kind == SourceKind.ORDERS]
-    links = output.read_links([PROFILE_ID, *LINE_COLUMNS], sources=sources)
-    links = links[links[PROFILE_ID].isin(allowed)]
-    out = pd.DataFrame(
+    orders = [s for s in config.sources if s.kind == SourceKind.ORDERS]
+    links = output.read_links(
+        [PROFILE_ID, "source", *LINE_COLUMNS], sources=[s.name for s in orders]
+    )
+    links = links[links[PROFILE_ID].isin(allowed)].reset_index(drop=True)
+    # a source that maps no currency column sells in the scoring currency; a line with an
+    # empty currency in a source that has one is excluded and counted (never guessed)
+    without = [s.name for s in orders if CanonicalField.CURRENCY not in s.columns]
+    currency = links["currency"].str.strip().str.upper()
+    currency = currency.mask(links["source"].isin(without), scoring_currency)
+    return pd.DataFrame(
         {
-            PROFILE_ID: links[PROFILE_ID].astype(str).to_numpy(),
-            "order_id": links["order_id"].to_numpy(),
+            PROFILE_ID: links[PROFILE_ID].astype(str),
+            "order_id": links["order_id"],
             "ordered_at": pd.to_datetime(
                 links["ordered_at"], utc=True, errors="coerce", format="ISO8601"
-            ).to_numpy(),
-            "amount": pd.to_numeric(links["amount"], errors="coerce").to_numpy(),
-            "currency": links["currency"].str.strip().str.upper().to_numpy(),
-            "category": links["category"].str.strip().to_numpy(),
-            "quantity": pd.to_numeric(links["quantity"], errors="coerce").to_numpy(),
+            ),
+            "amount": pd.to_numeric(links["amount"], errors="coerce"),
+            "currency": currency,
+            "category": links["category"].str.strip(),
+            "quantity": pd.to_numeric(links["quantity"], errors="coerce"),
         }
     )
-    out["ordered_at"] = pd.to_datetime(out["ordered_at"], utc=True)
-    return out
 
 
 def score_profiles(
@@ -63,7 +70,7 @@ def score_profiles(
     signals (SIGNAL_COLUMNS with profile_id), and the summary section."""
     logger = get_run_logger()
     allowed = profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID]
-    lines = order_lines(config, output, allowed)
+    lines = order_lines(config, output, allowed, scoring_currency=settings.money.scoring_currency)
     logger.info(
         "behaviour: %s order lines of %s profiles allowed for profiling, as of %s",
         f"{len(lines):,}",
