@@ -19,9 +19,6 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from enrichers.base import (
-    FORM,
-    SUBJECT,
-    VALUE,
     Billing,
     Capabilities,
     LookupResult,
@@ -30,8 +27,8 @@ from enrichers.base import (
 from enrichers.gravatar.config import PRODUCES, GravatarSettings
 from enrichers.gravatar.mapping import effective_topic_map, profile_outcome
 from enrichers.http.client import ProviderClient
-from enrichers.http_json.mapping import NO_MATCH, ItemOutcome, count_unmapped, to_result
-from enrichers.http_json.provider import auth_header, check_batch, each, sendable, utc_now
+from enrichers.http_json.mapping import NO_MATCH, ItemOutcome
+from enrichers.http_json.provider import auth_header, each, lookup_rows, utc_now
 from profiles.errors import KeyMaterialError
 from profiles.types import IdentifierForm, SignalKind
 
@@ -95,24 +92,17 @@ class GravatarProvider:
 
     async def lookup(self, batch: pd.DataFrame, client: ProviderClient) -> LookupResult:
         """Look up one batch: one request per row (Gravatar has no bulk endpoint)."""
-        check_batch(batch, self.capabilities, self.name)
-        subjects = batch[SUBJECT].tolist()
-        values = batch[VALUE].tolist()
-        forms, outcomes = sendable(batch[FORM].tolist(), values, self.capabilities.accepts)
         now = self._clock()
-        rows = [i for i, form in enumerate(forms) if form is not None]
-        answers = await each([self._profile(client, values[i], now) for i in rows])
-        for i, answer in zip(rows, answers, strict=True):
-            outcomes[i] = answer
-        final = [o for o in outcomes if o is not None]
-        self._unmapped.update(count_unmapped(final))
-        return to_result(
-            subjects,
-            final,
-            [f is not None for f in forms],
+
+        async def answer(pairs: list[tuple[IdentifierForm, str]]) -> list[ItemOutcome]:
+            return await each([self._profile(client, value, now) for _, value in pairs])
+
+        return await lookup_rows(
+            batch,
+            capabilities=self.capabilities,
             provider=self.name,
-            kind=SignalKind.DECLARED,
-            billing=Billing.FREE,
+            unmapped=self._unmapped,
+            answer=answer,
         )
 
     async def _profile(self, client: ProviderClient, digest: str, now: datetime) -> ItemOutcome:

@@ -105,6 +105,41 @@ def check_batch(batch: pd.DataFrame, capabilities: Capabilities, provider: str) 
         )
 
 
+Answer = Callable[[list[tuple[IdentifierForm, str]]], Awaitable[list[ItemOutcome]]]
+"""Outcomes of (form, value) pairs, in order: what a provider asks its endpoint."""
+
+
+async def lookup_rows(
+    batch: pd.DataFrame,
+    *,
+    capabilities: Capabilities,
+    provider: str,
+    unmapped: Counter[str],
+    answer: Answer,
+) -> LookupResult:
+    """One `lookup` of a provider built on the item mapping: checks the batch, asks `answer`
+    for the rows whose form the provider accepts (the others fail as not sendable), counts
+    unmapped labels into `unmapped`, and returns the contract's frames."""
+    check_batch(batch, capabilities, provider)
+    values = batch[VALUE].tolist()
+    forms, outcomes = sendable(batch[FORM].tolist(), values, capabilities.accepts)
+    rows = [i for i, form in enumerate(forms) if form is not None]
+    if rows:
+        pairs = [(form, values[i]) for i in rows if (form := forms[i]) is not None]
+        for i, outcome in zip(rows, await answer(pairs), strict=True):
+            outcomes[i] = outcome
+    final = [o if o is not None else failed(FORM_NOT_ACCEPTED) for o in outcomes]
+    unmapped.update(count_unmapped(final))
+    return to_result(
+        batch[SUBJECT].tolist(),
+        final,
+        [form is not None for form in forms],
+        provider=provider,
+        kind=capabilities.signal_kind,
+        billing=capabilities.billing,
+    )
+
+
 async def each(calls: Sequence[Awaitable[ItemOutcome]]) -> list[ItemOutcome]:
     """Await one request per identifier, concurrently; one whose request fails ends failed
     with the error's reason code, and the others keep their answers."""
@@ -265,30 +300,22 @@ class HttpJsonProvider:
 
     async def lookup(self, batch: pd.DataFrame, client: ProviderClient) -> LookupResult:
         """Look up one batch; see `enrichers.base.Provider.lookup`."""
-        check_batch(batch, self.capabilities, self.name)
-        subjects = batch[SUBJECT].tolist()
-        values = batch[VALUE].tolist()
-        forms, outcomes = sendable(batch[FORM].tolist(), values, self.capabilities.accepts)
-        rows = [i for i, form in enumerate(forms) if form is not None]
         now = self._clock()
-        if rows:
+
+        async def answer(pairs: list[tuple[IdentifierForm, str]]) -> list[ItemOutcome]:
             if self.settings.mode == "single":
-                answers = await each([self._single(client, forms[i], values[i], now) for i in rows])
+                answers = await each([self._single(client, f, v, now) for f, v in pairs])
             else:
-                answers = await self._batch(client, [(forms[i], values[i]) for i in rows], now)
-            for i, answer in zip(rows, answers, strict=True):
-                outcomes[i] = answer
+                answers = await self._batch(client, pairs, now)
             settle(client, self.settings.billing, answers)
-        final = [o if o is not None else failed(FORM_NOT_ACCEPTED) for o in outcomes]
-        self._unmapped.update(count_unmapped(final))
-        sent = [form is not None for form in forms]
-        return to_result(
-            subjects,
-            final,
-            sent,
+            return answers
+
+        return await lookup_rows(
+            batch,
+            capabilities=self.capabilities,
             provider=self.name,
-            kind=self.settings.signal_kind,
-            billing=self.settings.billing,
+            unmapped=self._unmapped,
+            answer=answer,
         )
 
     async def _single(
