@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
+from enrichers.base import SUBJECT, empty_signals
 from enrichers.behaviour.config import BehaviourSettings
 from enrichers.behaviour.provider import LINE_COLUMNS, BehaviourResult, score
 from profiles.config import RunConfig
@@ -58,7 +60,8 @@ def order_lines(
     )
 
 
-def score_profiles(
+@task(name="behaviour", persist_result=False, cache_policy=NO_CACHE)
+def score_behaviour(
     config: RunConfig,
     settings: BehaviourSettings,
     *,
@@ -67,7 +70,9 @@ def score_profiles(
     as_of: datetime,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """profiles with the score columns added (missing where not scored), the behaviour
-    signals (SIGNAL_COLUMNS with profile_id), and the summary section."""
+    signals (SIGNAL_COLUMNS with profile_id), and the summary section (empty when off)."""
+    if not settings.enabled:
+        return profiles, empty_signals().rename(columns={SUBJECT: PROFILE_ID}), {}
     logger = get_run_logger()
     allowed = profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID]
     lines = order_lines(config, output, allowed, scoring_currency=settings.money.scoring_currency)

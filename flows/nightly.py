@@ -26,8 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from enrichers.base import ProviderSettings, empty_signals
-from enrichers.behaviour.config import BehaviourSettings, parse_behaviour
-from flows.behaviour import score_profiles
+from enrichers.behaviour.config import parse_behaviour
+from flows.behaviour import score_behaviour
 from flows.enrich import enrich_with, provider_settings
 from flows.gates import (
     GATES,
@@ -257,21 +257,6 @@ def enrich_profiles(
         frames.append(signals)
     signals = pd.concat(frames, ignore_index=True) if frames else empty_signals()
     return signals.rename(columns={"subject": PROFILE_ID}), accounting
-
-
-@task(name="behaviour", persist_result=False, cache_policy=NO_CACHE)
-def score_behaviour(
-    config: RunConfig,
-    settings: BehaviourSettings,
-    *,
-    output: RunOutput,
-    profiles: pd.DataFrame,
-    as_of: datetime,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """First-party scores of the profiles allowed for profiling (see flows.behaviour)."""
-    if not settings.enabled:
-        return profiles, empty_signals().rename(columns={"subject": PROFILE_ID}), {}
-    return score_profiles(config, settings, output=output, profiles=profiles, as_of=as_of)
 
 
 def _run_keys(
