@@ -17,6 +17,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,24 +105,35 @@ def params_hash(provider: Provider, form: IdentifierForm) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _chosen_identifiers(
-    facts: pd.DataFrame,
-    identifiers: pd.DataFrame,
-    allowed_forms: pd.Series,
-    accepts: tuple[IdentifierForm, ...],
-) -> pd.DataFrame:
-    """Per subject the form to send and the identifier it is made from (or none).
+@dataclass(frozen=True)
+class Candidates:
+    """What every provider's night starts from; computed once per run, not per provider."""
 
-    The least identifying form that the provider accepts, the policy allows for the subject's
-    regime, and the subject has an identifier for. Of several identifiers of a kind, the one
-    with the smallest pseudonym (a stable choice, so the cache keeps matching).
-    """
+    facts: pd.DataFrame
+    """The policy facts per subject (gate A decides from them)."""
+    identifiers: pd.DataFrame
+    """Per (profile_id, kind) the identifier a provider may be sent: of several of a kind,
+    the one with the smallest pseudonym (a stable choice, so the cache keeps matching)."""
+    allowed_forms: pd.Series
+    """Per subject, the identifier forms the policy allows for its regime."""
+
+
+def candidates(bundle: PolicyBundle, facts: pd.DataFrame, identifiers: pd.DataFrame) -> Candidates:
+    """The subjects, their stable identifier per kind and the forms the policy allows."""
     attached = identifiers[identifiers["profile_id"].notna()]
     first = (
         attached.sort_values("pseudonym")
         .drop_duplicates(["profile_id", "kind"])
         .set_index(["profile_id", "kind"])[["key_id", "pseudonym"]]
     )
+    return Candidates(facts, first, allowed_identifier_forms(bundle, facts))
+
+
+def _chosen_identifiers(subjects: Candidates, accepts: tuple[IdentifierForm, ...]) -> pd.DataFrame:
+    """Per subject the form to send and the identifier it is made from (or none): the least
+    identifying form that the provider accepts, the policy allows for the subject's regime,
+    and the subject has an identifier for."""
+    facts, first, allowed_forms = subjects.facts, subjects.identifiers, subjects.allowed_forms
     chosen = pd.DataFrame(
         {
             SUBJECT: facts["subject"].to_numpy(),
@@ -193,8 +205,7 @@ def enrich_with(
     settings: ProviderSettings,
     *,
     bundle: PolicyBundle,
-    facts: pd.DataFrame,
-    identifiers: pd.DataFrame,
+    subjects: Candidates,
     stage: IdentifierStage,
     store: StateStore,
     log: DecisionLog,
@@ -213,14 +224,13 @@ def enrich_with(
         if caps.transfer_basis is None
         else str(caps.transfer_basis),
     }
+    facts = subjects.facts
     decisions = evaluate(bundle, facts, gate=Gate.A, purpose=Purpose.ENRICHMENT, context=context)
     decisions["context"] = f"provider={settings.name}"
     log.append(run_id, decisions, actor="nightly")
     allowed = (decisions["decision"] != "deny").to_numpy()
 
-    chosen = _chosen_identifiers(
-        facts, identifiers, allowed_identifier_forms(bundle, facts), caps.accepts
-    )
+    chosen = _chosen_identifiers(subjects, caps.accepts)
     skipped: Counter[str] = Counter()
     skipped["gate_a_denied"] = int((~allowed).sum())
     no_form = allowed & chosen[FORM].isna().to_numpy()

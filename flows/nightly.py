@@ -28,7 +28,7 @@ from prefect.context import FlowRunContext
 from enrichers.base import ProviderSettings, empty_signals
 from enrichers.behaviour.config import parse_behaviour
 from flows.behaviour import score_behaviour
-from flows.enrich import enrich_with, provider_settings
+from flows.enrich import candidates, enrich_with, provider_settings
 from flows.gates import (
     GATES,
     customers_of,
@@ -241,13 +241,15 @@ def enrich_profiles(
     now: datetime,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every configured provider in turn; returns all signals and the accounting per provider."""
+    if not providers:
+        return empty_signals().rename(columns={"subject": PROFILE_ID}), {}
     frames, accounting = [], {}
+    subjects = candidates(bundle, facts, resolution.identifiers)
     for settings in providers:
         signals, accounting[settings.name] = enrich_with(
             settings,
             bundle=bundle,
-            facts=facts,
-            identifiers=resolution.identifiers,
+            subjects=subjects,
             stage=stage,
             store=store,
             log=log,
@@ -255,7 +257,7 @@ def enrich_profiles(
             now=now,
         )
         frames.append(signals)
-    signals = pd.concat(frames, ignore_index=True) if frames else empty_signals()
+    signals = pd.concat(frames, ignore_index=True)
     return signals.rename(columns={"subject": PROFILE_ID}), accounting
 
 
