@@ -194,7 +194,7 @@ def test_full_profile_sample_gives_declared_interests() -> None:
     assert outcome.status is LookupStatus.MATCHED
     assert [s.topic for s in outcome.signals] == [
         "interest.cooking",  # Baking
-        "interest.outdoors.hiking",
+        "interest.outdoor.hiking",
         "interest.photography",
     ]
     assert {s.confidence for s in outcome.signals} == {0.8}
@@ -257,7 +257,7 @@ def test_lookup_against_local_prefix_with_bearer_key() -> None:
     signals = results[0].signals
     assert sorted(signals["topic"]) == [
         "interest.cooking",
-        "interest.outdoors.hiking",
+        "interest.outdoor.hiking",
         "interest.photography",
     ]
     assert set(signals["kind"]) == {"declared"}
