@@ -86,3 +86,16 @@ def load_yaml_model(path: Path, model: type[M], context: dict[str, Any] | None =
             loc = tuple(err["loc"])
             problems.append(f"{path}:{_line_of(root, loc)}: {dotted(loc)}: {err['msg']}")
         raise ConfigError(str(path), problems) from None
+
+
+def validate_section(raw: Any, model: type[M], *, section: str, path: Path) -> M:
+    """Validate one section of an already loaded YAML file (`path`) as `model`; ConfigError
+    lists every problem as `file:line: section.field: message`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = (section, *err["loc"])
+            problems.append(f"{path}:{locate(path, loc)}: {dotted(loc)}: {err['msg']}")
+        raise ConfigError(str(path), problems) from None

@@ -16,13 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from enrichers.behaviour.abcxyz import AbcXyzSettings
 from enrichers.behaviour.interests import InterestSettings
 from enrichers.behaviour.rfm import MoneySettings, RfmSettings
-from profiles.errors import ConfigError
-from profiles.yamlconf import dotted, locate
+from profiles.yamlconf import validate_section
 
 SECTION = "behaviour"
 
@@ -71,11 +70,4 @@ class BehaviourSettings(BaseModel):
 def parse_behaviour(raw: dict[str, Any], *, path: Path) -> BehaviourSettings:
     """Validate enrich.yaml's `behaviour` section; ConfigError lists every problem as
     `file:line: behaviour.field: message`."""
-    try:
-        return BehaviourSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False, include_input=False):
-            loc = (SECTION, *err["loc"])
-            problems.append(f"{path}:{locate(path, loc)}: {dotted(loc)}: {err['msg']}")
-        raise ConfigError(str(path), problems) from None
+    return validate_section(raw, BehaviourSettings, section=SECTION, path=path)

@@ -1,0 +1,1 @@
+"""The first-party `declared` provider: preference-centre answers as declared signals."""
