@@ -647,7 +647,7 @@ NIGHT_ONE_200_SEED_3 = {
     "data/preferences.csv": "c837bf6f90bc0c6adfd80bcd5d72b7418cc0bb802d81774e1737bf6eb33c725f",
     "data/truth.csv": "1322d2bd5c5e02942e509e402a89b91c34f79a5cc0ae3db7ce0c917ad7129f1a",
     # added with the world file; every file above kept its bytes
-    "data/world.jsonl": "20bd3edd1fa5f1c27ec3eb08d1fa8095f363ee82d7dbbf488046c9f27bb0e11a",
+    "data/world.jsonl": "26a4823aa505ceb213f3861e7f4f7092f70e80540c24e11fd1f713a2b2bf44bb",
     "enrich.yaml": "07f4e1e66c498747d7986e070ad204de40e9cf8a85c9657b4de8fd9e04813493",
 }
 NIGHT_PEOPLE = 2000
@@ -1071,19 +1071,21 @@ def test_world_interests_are_plausible_and_respect_declarations(
     assert set(held) == WORLD_TOPICS
     for record in world.values():
         assert all(0 < s < 1 for s in record["interests"].values())
-    declared = 0
+    # most answers tell the truth (85 %), not all: the preference centre is a noisy view too
+    agree, answers = 0, 0
     for row, record in zip(rows["preference_centre"], truth["preference_centre"], strict=True):
         if row.values is None:
             continue
         topic = row.values[CanonicalField.TOPIC]
         key = topic if topic.startswith("interest.") else f"interest.{topic}"
         interests = world[record["person_id"]]["interests"]
+        answers += 1
         if row.values[CanonicalField.INTERESTED] == "yes":
-            assert interests[key] >= 0.7
-            declared += 1
+            agree += interests.get(key, 0.0) >= 0.7
         else:
-            assert key not in interests
-    assert declared > 20
+            agree += key not in interests
+    assert answers > 50
+    assert 0.75 < agree / answers < 0.99
     # shoppers buy what they are interested in
     bought: dict[str, Counter[str]] = defaultdict(Counter)
     for row, record in zip(rows["shop_orders"], truth["shop_orders"], strict=True):
