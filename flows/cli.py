@@ -52,11 +52,13 @@ def _load(config: Path) -> RunConfig:
     """The run configuration with its provider entries checked, or exit 2 with every problem."""
     from enrichers.behaviour.config import parse_behaviour  # noqa: PLC0415 - keeps `--help` fast
     from enrichers.registry import parse_settings  # noqa: PLC0415
+    from flows.fusion import FusionStage  # noqa: PLC0415
 
     try:
         cfg = load_run_config(config)
         parse_settings(cfg.enrichment.providers, path=config)
         parse_behaviour(cfg.behaviour, path=config)
+        FusionStage.load(cfg, config)
     except EnrichError as exc:
         raise _fail(exc) from None
     return cfg

@@ -26,9 +26,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from enrichers.base import ProviderSettings, empty_signals
-from enrichers.behaviour.config import parse_behaviour
+from enrichers.behaviour.config import BehaviourSettings, parse_behaviour
 from flows.behaviour import score_behaviour
 from flows.enrich import candidates, enrich_with, provider_settings
+from flows.fusion import Fused, FusionStage, fuse_interests
 from flows.gates import (
     GATES,
     customers_of,
@@ -38,6 +39,8 @@ from flows.gates import (
     subject_facts,
 )
 from flows.keys import resolve_key
+from flows.personas import PERSONAS_FILE, build_personas, persona_summary
+from flows.report import write_report
 from flows.summary import build_summary, summary_counts, summary_markdown
 from policy.audit import DecisionLog, JsonlDecisionLog
 from policy.bundle import PolicyBundle
@@ -57,6 +60,7 @@ from profiles.store import StateStore, StoreError
 from profiles.types import NAME_FIELDS, IdentifierKind, SourceKind
 
 SUMMARY_ARTIFACT_KEY = "nightly-enrichment-summary"
+REPORT_FILE = "report.html"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -297,8 +301,7 @@ def nightly_enrichment(
     settings = EnrichSettings()
     key, pseudonymiser, blocked, sealer = _run_keys(config, settings)
     bundle = policy_bundle(config)
-    providers = provider_settings(config.enrichment.providers, Path(config_path))
-    behaviour = parse_behaviour(config.behaviour, path=Path(config_path))
+    providers, behaviour, fusion_stage = _stage_settings(config, Path(config_path))
     store = StateStore.open(settings.state_url_for(config.state_dir))
     total = sum(count_records(s) for s in config.sources if s.path.is_file())
     logger.info(
@@ -357,7 +360,6 @@ def nightly_enrichment(
         profiles, behaviour_signals, behaviour_summary = score_behaviour(
             config, behaviour, output=output, profiles=profiles, as_of=scores_as_of
         )
-        output.write_profiles(profiles)
         signals, enrichment_summary = enrich_profiles(
             providers,
             bundle=bundle,
@@ -369,7 +371,28 @@ def nightly_enrichment(
             run_id=run_id,
             now=started,
         )
-        output.write_signals(pd.concat([behaviour_signals, signals], ignore_index=True))
+        fused = fuse_interests(
+            config,
+            fusion_stage,
+            bundle=bundle,
+            output=output,
+            profiles=profiles,
+            facts=facts,
+            signals=pd.concat([behaviour_signals, signals], ignore_index=True),
+            log=log,
+            run_id=run_id,
+            now=started,
+            as_of=scores_as_of,
+        )
+        profiles, personas = build_personas(
+            config.personas,
+            fusion_stage.taxonomy,
+            profiles=fused.profiles,
+            interests=fused.interests,
+            output_dir=config.output_dir,
+            run_id=run_id,
+            as_of=scores_as_of,
+        )
         summary = build_summary(
             run_id,
             started_at=started,
@@ -380,8 +403,10 @@ def nightly_enrichment(
             policy=policy_summary,
             enrichment=enrichment_summary,
             behaviour=behaviour_summary,
+            fusion=fused.summary,
+            personas=persona_summary(personas),
         )
-        output.write_summary(summary)
+        _write_outputs(output, profiles=profiles, fused=fused, personas=personas, summary=summary)
         store.save_identity(
             run_id,
             identifiers=resolution.identifiers[resolution.identifiers[PROFILE_ID].notna()][
@@ -414,6 +439,34 @@ def nightly_enrichment(
         final,
     )
     return str(final)
+
+
+def _stage_settings(
+    config: RunConfig, config_path: Path
+) -> tuple[list[ProviderSettings], BehaviourSettings, FusionStage]:
+    """Provider, behaviour and fusion settings, checked before any row is read (file:line)."""
+    return (
+        provider_settings(config.enrichment.providers, config_path),
+        parse_behaviour(config.behaviour, path=config_path),
+        FusionStage.load(config, config_path),
+    )
+
+
+def _write_outputs(
+    output: RunOutput,
+    *,
+    profiles: pd.DataFrame,
+    fused: Fused,
+    personas: dict[str, Any] | None,
+    summary: dict[str, Any],
+) -> None:
+    """Stage profiles.parquet, signals.parquet, personas.json, run_summary.json, report.html."""
+    output.write_profiles(profiles)
+    output.write_signals(fused.signals)
+    if personas is not None:
+        output.write_json(PERSONAS_FILE, personas)
+    output.write_summary(summary)
+    write_report(output.staging / REPORT_FILE, summary, personas)
 
 
 def erased_pseudonyms(suppressions: pd.DataFrame) -> dict[str, frozenset[str]]:

@@ -20,6 +20,8 @@ def build_summary(
     policy: Mapping[str, Any],
     enrichment: Mapping[str, Any],
     behaviour: Mapping[str, Any],
+    fusion: Mapping[str, Any],
+    personas: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The JSON-ready summary of a run. Counts and codes only: no personal data."""
     totals = {
@@ -40,6 +42,8 @@ def build_summary(
         "policy": dict(policy),
         "enrichment": dict(enrichment),
         "behaviour": dict(behaviour),
+        "fusion": dict(fusion),
+        "personas": dict(personas),
     }
 
 
@@ -82,6 +86,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += _policy_markdown(summary["policy"])
     lines += _enrichment_markdown(summary["enrichment"])
     lines += _behaviour_markdown(summary["behaviour"])
+    lines += _fusion_markdown(summary.get("fusion", {}))
+    lines += _personas_markdown(summary.get("personas", {}))
     lines += ["", f"Pseudonym key id: `{summary['pseudonym_key_id']}`"]
     return "\n".join(lines) + "\n"
 
@@ -163,6 +169,54 @@ def _behaviour_markdown(behaviour: Mapping[str, Any]) -> list[str]:
         f"ABC: {abc}. XYZ: {xyz} ({behaviour['one_time_buyers']:,} one-time buyers).",
     ]
     lines += _models_markdown(behaviour["models"])
+    return lines
+
+
+def _fusion_markdown(fusion: Mapping[str, Any]) -> list[str]:
+    if "merged" not in fusion:
+        return ["", "## Interests", "", "Fusion is off."]
+    gate_b = fusion["gate_b"]
+    lines = [
+        "",
+        "## Interests",
+        "",
+        f"{fusion['signals_in']:,} signals; unknown topics dropped: "
+        f"{_reasons(fusion['unknown_topics'])}; dropped at gate B: {_reasons(gate_b['dropped'])} "
+        f"(profiling floor {gate_b['floor']:.2f}); sensitive topics blocked: "
+        f"{_reasons(gate_b['sensitive_topics'])}.",
+        "",
+        "| topic | profiles | mean confidence | declared |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {t['label']} (`{topic}`) | {t['profiles']:,} | {t['mean_confidence']:.2f} | "
+        f"{t['declared']:,} |"
+        for topic, t in sorted(fusion["topics"].items(), key=lambda item: -item[1]["profiles"])
+    ]
+    return lines
+
+
+def _personas_markdown(personas: Mapping[str, Any]) -> list[str]:
+    if not personas:
+        return ["", "## Personas", "", "Personas are off."]
+    hidden = personas["hidden"]
+    lines = [
+        "",
+        "## Personas",
+        "",
+        f"{personas['method']}, k = {personas['k']} ({personas['criterion']}); personas "
+        f"smaller than {personas['min_group_size']} are not shown: {hidden['personas']} "
+        f"hidden ({hidden['profiles']:,} profiles).",
+        "",
+        "| persona | profiles | change | |",
+        "|---|---:|---:|---|",
+    ]
+    largest = max((c["size"] for c in personas["cards"]), default=0)
+    for c in personas["cards"]:
+        change = "–" if not personas["compared_with_previous"] else "new"
+        if c["change"] is not None:
+            change = f"{c['change']:+,}"
+        lines.append(f"| {c['name']} | {c['size']:,} | {change} | {_bar(c['size'], largest)} |")
     return lines
 
 

@@ -494,21 +494,25 @@ def filter_signals(
     purpose: Purpose = Purpose.PROFILING,
     now: datetime,
     facts: pd.DataFrame | None = None,
+    sensitive: tuple[str, ...] = (),
+    floor: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split signals into those `purpose` may use and those it may not (gate B).
 
     Dropped, with `reason` in this order of precedence: SPECIAL_CATEGORY (topic at or below a
-    special-category prefix, unless an allow rule with `topics` permits it for the subject;
-    such a rule with conditions needs `facts` to permit anything), EXPIRED (older than the
-    retention of its kind at `now`, or without a date or kind), BELOW_CONFIDENCE_FLOOR
-    (confidence below the purpose's floor, or not a number). Both frames keep the input's
-    columns and index; `dropped` adds `reason`.
+    special-category prefix of the bundle or one of `sensitive` (the taxonomy's sensitive
+    nodes), unless an allow rule with `topics` permits it for the subject; such a rule with
+    conditions needs `facts` to permit anything), EXPIRED (older than the retention of its
+    kind at `now`, or without a date or kind), BELOW_CONFIDENCE_FLOOR (confidence below the
+    purpose's floor, or not a number; only with `floor`: before fusion a low confidence is
+    evidence, e.g. a declared "not interested"). Both frames keep the input's columns and
+    index; `dropped` adds `reason`.
     """
     missing = [c for c in SIGNAL_COLUMNS if c not in signals.columns]
     if missing:
         raise PolicyInputError(f"signals lack column(s): {', '.join(missing)}")
     topics = _text(signals["topic"].reset_index(drop=True))
-    special = _under_any(topics, bundle.special_categories)
+    special = _under_any(topics, (*bundle.special_categories, *sensitive))
     if special.any():
         special &= ~_permitted_topics(
             bundle, signals.reset_index(drop=True), topics, purpose, facts
@@ -533,8 +537,8 @@ def filter_signals(
     )
 
     confidence = pd.to_numeric(signals["confidence"].reset_index(drop=True), errors="coerce")
-    floor = bundle.confidence_floors.get(purpose, 0.0)
-    below = ~_true(confidence.ge(floor))
+    lowest = bundle.confidence_floors.get(purpose, 0.0) if floor else 0.0
+    below = ~_true(confidence.ge(lowest))
 
     reason = np.select(
         [special, expired, below],

@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from profiles.fusion import FusionSettings
+from profiles.personas import PersonaSettings
 from profiles.types import IDENTIFIER_FIELDS, CanonicalField, IdentifierKind, SourceKind
 from profiles.yamlconf import load_yaml_model
 
@@ -279,12 +281,24 @@ class RunConfig(_Model):
     behaviour: dict[str, Any] = Field(default_factory=dict)
     """First-party behaviour scores from the order lines; validated by
     `enrichers.behaviour.config.BehaviourSettings`, which this layer does not know."""
+    declared: dict[str, Any] = Field(default_factory=dict)
+    """Preference-centre answers as declared signals; validated by
+    `enrichers.declared.provider.DeclaredSettings`, which this layer does not know."""
+    taxonomy: Path | None = None
+    """Interest taxonomy (YAML); default: the shipped `profiles/conf/taxonomy.yaml`."""
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+    personas: PersonaSettings = Field(default_factory=PersonaSettings)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("output_dir", "state_dir")
     @classmethod
     def _dirs(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve(value, info)
+
+    @field_validator("taxonomy")
+    @classmethod
+    def _taxonomy(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

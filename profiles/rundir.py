@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +163,14 @@ class RunOutput:
         return frame if sources else frame.iloc[0:0]
 
     def write_profiles(self, profiles: pd.DataFrame) -> None:
-        """Write profiles.parquet (one row per profile)."""
-        profiles.to_parquet(self.staging / PROFILES_FILE, index=False)
+        """Write profiles.parquet (one row per profile). Arrow-backed columns (nested lists
+        of structs, such as `interests`) are written as their Arrow arrays, so that readers
+        get plain lists of dicts back, not a pandas dtype they cannot rebuild."""
+        nested = [c for c in profiles.columns if isinstance(profiles[c].dtype, pd.ArrowDtype)]
+        table = pa.Table.from_pandas(profiles.drop(columns=nested), preserve_index=False)
+        for column in nested:
+            table = table.append_column(column, pa.array(profiles[column].array))
+        pq.write_table(table, self.staging / PROFILES_FILE)
 
     def write_signals(self, signals: pd.DataFrame) -> None:
         """Write signals.parquet: profile_id, topic, confidence, provider, observed_at, kind,
@@ -175,8 +181,12 @@ class RunOutput:
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         """Write run_summary.json into the staging folder."""
-        path = self.staging / SUMMARY_FILE
-        path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        return self.write_json(SUMMARY_FILE, summary)
+
+    def write_json(self, name: str, document: Mapping[str, Any]) -> Path:
+        """Write a JSON document (counts and aggregates only) into the staging folder."""
+        path = self.staging / name
+        path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         return path
 
     def publish(self) -> Path:

@@ -62,6 +62,7 @@ def score_columns(settings: BehaviourSettings) -> tuple[str, ...]:
         "rfm_f",
         "rfm_m",
         "rfm_segment",
+        "revenue",
         "abc",
         "xyz",
         "p_alive",
@@ -156,7 +157,8 @@ def score(lines: pd.DataFrame, *, as_of: datetime, settings: BehaviourSettings) 
         )[:12]
     )
     scores = (
-        rfm_scores[["rfm_r", "rfm_f", "rfm_m", "rfm_segment"]]
+        rfm_scores[["rfm_r", "rfm_f", "rfm_m", "rfm_segment", "monetary"]]
+        .rename(columns={"monetary": "revenue"})
         .join(classes[["abc", "xyz"]], how="left")
         .join(probabilistic, how="left")
         .assign(behaviour_model=model)

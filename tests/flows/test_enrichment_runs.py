@@ -112,7 +112,7 @@ def test_first_night_enriches_and_accounts_for_every_lookup(
         assert provider["client"]["calls"] > 0, name
         assert provider["skipped_policy"]["gate_a_denied"] > 0, name  # the default policy bites
     signals = pd.read_parquet(first.run.run_dir / "signals.parquet")
-    assert set(signals["provider"]) == {*PROVIDERS, "behaviour"}
+    assert set(signals["provider"]) == {*PROVIDERS, "behaviour", "declared"}
     signals = signals[signals["provider"].isin(PROVIDERS)]
     assert signals["topic"].str.startswith("interest.").all()
     assert signals["confidence"].between(0, 1, inclusive="neither").all()

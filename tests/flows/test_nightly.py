@@ -208,8 +208,10 @@ def test_outputs_are_published_whole(small_run: Run) -> None:
     out_dir = small_run.run_dir.parent
     assert sorted(p.name for p in small_run.run_dir.iterdir()) == [
         "identity_links.parquet",
+        "personas.json",
         "profiles.parquet",
         "quarantine.csv",
+        "report.html",
         "run_summary.json",
         "signals.parquet",
     ]
