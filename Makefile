@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/behaviour.py
+	$(BIN)/python bench/fusion_quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
