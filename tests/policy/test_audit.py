@@ -1,63 +1,271 @@
-"""Tests for the JSONL decision log."""
+"""The hash-chained decision log: entries, checkpoints, and every kind of tampering."""
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
-import stat
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from policy.audit import ENTRY_FIELDS, JsonlDecisionLog
+from policy.audit import (
+    CHECKPOINTS,
+    DECISION_COLUMNS,
+    GENESIS,
+    ChainedDecisionLog,
+    LogError,
+    Signer,
+    canonical,
+    entry_hash,
+    pinned_keys,
+    segments_of,
+    verify,
+)
+
+KEY = Signer.from_seed(bytes(range(32)))
+OTHER = Signer.from_seed(bytes(range(1, 33)))
+PINS = pinned_keys([KEY.public_key])
 
 
-def _decisions(subjects: list[str], decision: str = "deny") -> pd.DataFrame:
+def _decisions(subjects: list[str], purpose: str = "profiling") -> pd.DataFrame:
     return pd.DataFrame(
         {
             "subject": subjects,
-            "gate": "A",
-            "purpose": "enrichment",
-            "decision": decision,
-            "basis": "",
-            "rule": "default-deny@2026.11.1",
-            "reason": "NO_LAWFUL_BASIS",
-            "evidence": "",
+            "gate": "B",
+            "purpose": purpose,
+            "decision": "allow",
+            "basis": "consent",
+            "rule": "consent@2026.11.1",
+            "reason": "BASIS_RECORDED",
+            "evidence": "e1",
             "policy_hash": "ab" * 32,
-            "trail": "",
+            "context": "regime=eu",
         }
     )
 
 
-def test_entries_are_appended_with_a_run_wide_sequence(tmp_path: Path) -> None:
-    log = JsonlDecisionLog(tmp_path / "decisions")
-    assert log.append("r1", _decisions(["P1", "P2"]), actor="nightly") == 2
-    # a new instance (a resumed or later process) continues the sequence
-    again = JsonlDecisionLog(tmp_path / "decisions")
-    assert again.append("r1", _decisions(["P3"], "allow"), actor="nightly") == 1
-    lines = log.path("r1").read_text(encoding="utf-8").splitlines()
-    entries = [json.loads(line) for line in lines]
-    assert [e["seq"] for e in entries] == [0, 1, 2]
-    assert list(entries[0]) == list(ENTRY_FIELDS)
-    assert entries[2]["decision"] == "allow"
-    assert entries[0]["ts"].endswith("Z")
-    assert stat.S_IMODE(log.path("r1").stat().st_mode) == 0o600
+def _log(tmp_path: Path, runs: int = 3, per_run: int = 5, **kwargs: int) -> Path:
+    directory = tmp_path / "log"
+    log = ChainedDecisionLog(directory, signer=KEY, **kwargs)
+    for r in range(runs):
+        log.append(f"run{r}", _decisions([f"P{r}{i:03d}" for i in range(per_run)]), actor="nightly")
+        log.checkpoint(f"run{r}")
+    return directory
 
 
-def test_entries_of_one_subject_across_runs(tmp_path: Path) -> None:
-    log = JsonlDecisionLog(tmp_path)
-    log.append("20261101T020000Z-a", _decisions(["P1", "P2"]), actor="nightly")
-    log.append("20261102T020000Z-b", _decisions(["P10", "P1"]), actor="nightly")
-    found = list(log.entries("P1"))
-    assert [(e["run_id"], e["subject"]) for e in found] == [
-        ("20261101T020000Z-a", "P1"),
-        ("20261102T020000Z-b", "P1"),
+def _problems(directory: Path, pins: dict[str, str] = PINS) -> list[str]:
+    return [str(p) for p in verify(directory, pins).problems]
+
+
+def _rewrite(path: Path, edit: object) -> None:
+    """Decompress a closed segment, change its lines with `edit`, compress it again."""
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()
+    lines = edit(lines)  # type: ignore[operator]
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8")))
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+
+def test_entries_chain_across_runs_from_the_genesis_value(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    entries = list(ChainedDecisionLog(directory).entries())
+    assert [e["seq"] for e in entries] == list(range(15))
+    assert entries[0]["prev_hash"] == GENESIS
+    for before, after in itertools.pairwise(entries):
+        assert after["prev_hash"] == before["hash"]
+    for e in entries:
+        assert e["hash"] == entry_hash(e)
+        assert set(e) >= {*DECISION_COLUMNS, "seq", "ts", "run_id", "actor", "context"}
+    assert len(segments_of(directory)) == 3  # one closed segment per run
+    assert all(p.name.endswith(".jsonl.gz") for p in segments_of(directory))
+    result = verify(directory, PINS)
+    assert result.ok, result.problems
+    assert (result.entries, result.runs, result.checkpoints) == (15, 3, 3)
+
+
+def test_each_line_is_the_rfc8785_form_of_its_entry(tmp_path: Path) -> None:
+    directory = _log(tmp_path, runs=1)
+    for _, _, raw in ChainedDecisionLog(directory).lines():
+        assert raw == rfc8785.dumps(json.loads(raw))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        # field names are ASCII (code-point order = RFC 8785's UTF-16 order); values are anything
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8),
+        st.one_of(
+            st.text(max_size=20), st.integers(-(2**53) + 1, 2**53 - 1), st.booleans(), st.none()
+        ),
+        max_size=8,
+    )
+)
+def test_canonical_json_is_rfc8785_for_what_entries_hold(
+    value: dict[str, str | int | bool | None],
+) -> None:
+    assert canonical(value).encode("utf-8") == rfc8785.dumps(value)
+
+
+def test_one_subjects_entries_and_a_run_of_many_segments(tmp_path: Path) -> None:
+    directory = _log(tmp_path, runs=2, per_run=2500, segment_entries=1000)
+    assert len(segments_of(directory)) == 6  # 3 per run: 1000 + 1000 + 500
+    assert verify(directory, PINS).ok
+    mine = list(ChainedDecisionLog(directory).entries("P1042"))
+    assert [e["run_id"] for e in mine] == ["run1"]
+
+
+def test_a_crashed_run_is_sealed_by_the_next_writer(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    log = ChainedDecisionLog(directory, signer=KEY)
+    log.append("run0", _decisions(["a", "b"]), actor="nightly")
+    log.checkpoint("run0")
+    log.append("run1", _decisions(["c"]), actor="nightly")  # ... and the process dies
+    assert any("covered by no checkpoint" in p for p in _problems(directory))
+    again = ChainedDecisionLog(directory, signer=KEY)
+    again.append("run2", _decisions(["d"]), actor="nightly")
+    again.checkpoint("run2")
+    checkpoints = again.checkpoints()
+    assert [(c["run_id"], c["recovered"]) for c in checkpoints] == [
+        ("run0", False),
+        ("run1", True),
+        ("run2", False),
     ]
-    assert len(list(log.entries())) == 4
+    assert verify(directory, PINS).ok
 
 
-def test_missing_columns_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="policy_hash"):
-        JsonlDecisionLog(tmp_path).append(
-            "r1", _decisions(["P1"]).drop(columns=["policy_hash"]), actor="x"
-        )
+def test_a_log_without_a_signing_key_cannot_be_checkpointed(tmp_path: Path) -> None:
+    log = ChainedDecisionLog(tmp_path / "log")
+    log.append("run0", _decisions(["a"]), actor="nightly")
+    with pytest.raises(LogError, match="no signing key"):
+        log.checkpoint("run0")
+
+
+# --- tampering ---------------------------------------------------------------------------------
+
+
+def test_a_changed_character_is_found_with_segment_line_and_seq(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    segment = segments_of(directory)[1]
+    _rewrite(segment, lambda lines: [lines[0], lines[1].replace('"allow"', '"allaw"'), *lines[2:]])
+    problems = _problems(directory)
+    assert problems[0] == (
+        f"segment {segment.name}, line 2, seq 6: hash does not match the entry's content (edited)"
+    )
+
+
+def test_a_deleted_line_is_found(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    segment = segments_of(directory)[0]
+    _rewrite(segment, lambda lines: lines[:2] + lines[3:])
+    problems = _problems(directory)
+    assert problems[0].startswith(f"segment {segment.name}, line 3, seq 3: seq 3 where 2 was")
+    assert "missing" in problems[0]
+
+
+def test_an_inserted_line_is_found(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    segment = segments_of(directory)[2]
+    _rewrite(segment, lambda lines: [*lines[:3], lines[1], *lines[3:]])
+    assert "seq 11 where 13 was expected (inserted or reordered)" in _problems(directory)[0]
+
+
+def test_swapped_lines_are_found(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    segment = segments_of(directory)[0]
+    _rewrite(segment, lambda lines: [lines[1], lines[0], *lines[2:]])
+    assert _problems(directory)[0].startswith(f"segment {segment.name}, line 1, seq 1: seq 1")
+
+
+def test_a_cut_tail_is_found(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    segment = segments_of(directory)[-1]
+    _rewrite(segment, lambda lines: lines[:-2])
+    problems = _problems(directory)
+    assert any("ends at seq 14 but the log ends at seq 12 (truncated)" in p for p in problems)
+    # bytes cut off a compressed segment
+    segment.write_bytes(segment.read_bytes()[:-20])
+    assert any(f"segment {segment.name}: unreadable" in p for p in _problems(directory))
+
+
+def test_rewriting_and_rehashing_everything_after_is_caught_by_the_signed_head(
+    tmp_path: Path,
+) -> None:
+    directory = _log(tmp_path)
+    segment = segments_of(directory)[2]
+
+    def rehash(lines: list[str]) -> list[str]:
+        entries = [json.loads(line) for line in lines]
+        entries[0]["decision"] = "deny"
+        prev = entries[0]["prev_hash"]
+        out = []
+        for e in entries:
+            e["prev_hash"] = prev
+            e["hash"] = entry_hash(e)
+            prev = e["hash"]
+            out.append(canonical(e))
+        return out
+
+    _rewrite(segment, rehash)
+    assert _problems(directory) == [
+        "seq 14, checkpoint 2: head hash differs from the log's entry (rewritten)"
+    ]
+
+
+def test_a_deleted_checkpoint_is_found(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    path = directory / CHECKPOINTS
+    lines = path.read_text("utf-8").splitlines()
+    path.write_text("\n".join([lines[0], lines[2]]) + "\n", "utf-8")
+    problems = _problems(directory)
+    assert any("covers seq 10..14 but seq 5 comes next" in p for p in problems)
+
+
+def test_a_forged_or_unpinned_checkpoint_is_found(tmp_path: Path) -> None:
+    directory = _log(tmp_path)
+    path = directory / CHECKPOINTS
+    checkpoints = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    checkpoints[1]["entries"] = 4  # edited, signature kept
+    forged = dict(checkpoints[2])
+    forged["key_id"] = OTHER.key_id  # re-signed with a key nobody pinned
+    forged.pop("signature")
+    forged["signature"] = OTHER.sign(canonical(forged).encode("utf-8"))
+    checkpoints[2] = forged
+    path.write_text("".join(canonical(c) + "\n" for c in checkpoints), "utf-8")
+    problems = _problems(directory)
+    assert "checkpoint 1: signature is not valid (forged or edited)" in problems
+    assert "checkpoint 1: entry count does not match its seq range" in problems
+    assert f"checkpoint 2: signed with key {OTHER.key_id}, which is not pinned" in problems
+
+
+def test_rotated_keys_keep_old_checkpoints_verifiable_while_pinned(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    old = ChainedDecisionLog(directory, signer=KEY)
+    old.append("run0", _decisions(["a"]), actor="nightly")
+    old.checkpoint("run0")
+    new = ChainedDecisionLog(directory, signer=OTHER)
+    new.append("run1", _decisions(["b"]), actor="nightly")
+    new.checkpoint("run1")
+    assert verify(directory, pinned_keys([KEY.public_key, OTHER.public_key])).ok
+    assert _problems(directory, pinned_keys([OTHER.public_key])) == [
+        f"checkpoint 0: signed with key {KEY.key_id}, which is not pinned"
+    ]
+
+
+def test_a_line_cut_by_a_crash_is_dropped_and_the_run_sealed(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    log = ChainedDecisionLog(directory, signer=KEY)
+    log.append("run0", _decisions(["a", "b", "c"]), actor="nightly")
+    segment = segments_of(directory)[0]
+    data = segment.read_bytes()
+    segment.write_bytes(data[: data.rfind(b"\n", 0, len(data) - 1) + 40])  # half a last line
+    again = ChainedDecisionLog(directory, signer=KEY)
+    again.append("run1", _decisions(["d"]), actor="nightly")
+    again.checkpoint("run1")
+    assert [c["entries"] for c in again.checkpoints()] == [2, 1]
+    assert verify(directory, PINS).ok
