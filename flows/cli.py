@@ -15,7 +15,7 @@ from rich.table import Table
 
 from profiles.config import RunConfig, load_run_config
 from profiles.errors import EnrichError
-from profiles.hashing import KeyPurpose, Keyring
+from profiles.hashing import KEY_PURPOSES, KeyPurpose, Keyring
 from profiles.settings import EnrichSettings
 
 # The CLI talks to Prefect's local server by default; telemetry would only print errors offline.
@@ -30,10 +30,15 @@ keys_app = typer.Typer(help="Create and rotate the local key file (demo and sing
 quarantine_app = typer.Typer(help="Operator access to quarantined rows.")
 policy_app = typer.Typer(help="Check a policy bundle, or see what a new one would change.")
 dsar_app = typer.Typer(help="Data-subject requests: access, erasure, objection.")
+audit_app = typer.Typer(
+    help="The decision log for compliance: verify it, report on it, find one person's "
+    "decisions, records of processing."
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(policy_app, name="policy")
 app.add_typer(dsar_app, name="dsar")
+app.add_typer(audit_app, name="audit")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # never break a path or message across lines
@@ -205,29 +210,42 @@ def serve(config: ConfigOption = Path("enrich.yaml")) -> None:
 
 @keys_app.command("init")
 def keys_init(config: ConfigOption = Path("enrich.yaml")) -> None:
-    """Create the key file (mode 0600) with a pseudonym and a quarantine key, if missing."""
+    """Create the key file (mode 0600) with a pseudonym, a quarantine and a signing key, if
+    missing, and pin the signing key's public key in enrich.yaml (`audit.public_keys`)."""
+    from flows.keys import pin_public_key  # noqa: PLC0415
+    from policy.audit import Signer  # noqa: PLC0415
+
     cfg = _load(config)
     path = EnrichSettings().key_file_for(cfg.state_dir)
     keyring = Keyring.load(path) if path.exists() else Keyring()
-    created = []
-    for purpose in ("pseudonym", "quarantine"):
-        if purpose not in keyring.active:
-            created.append(f"{purpose} {keyring.add(purpose).key_id}")
+    created = [
+        f"{purpose} {keyring.add(purpose).key_id}"
+        for purpose in KEY_PURPOSES
+        if purpose not in keyring.active
+    ]
     if created:
         keyring.save(path)
         out.print(f"{path}: created {', '.join(created)}", highlight=False)
     else:
         out.print(f"{path}: keys exist (pseudonym {keyring.active['pseudonym']})", highlight=False)
+    signer = Signer.from_seed(keyring.active_key("signing").secret)
+    if pin_public_key(config, signer.public_key):
+        out.print(f"{config}: signing key {signer.key_id} pinned (audit.public_keys)")
+    else:
+        out.print(
+            f"{config}: pin the signing key: add `- {signer.public_key}` under audit.public_keys",
+            highlight=False,
+        )
 
 
 @keys_app.command("rotate")
 def keys_rotate(
-    purpose: Annotated[str, typer.Argument(help="pseudonym or quarantine")],
+    purpose: Annotated[str, typer.Argument(help="pseudonym, quarantine or signing")],
     config: ConfigOption = Path("enrich.yaml"),
 ) -> None:
     """Make a new active key; the old one is kept, marked retired."""
-    if purpose not in ("pseudonym", "quarantine"):
-        err.print("purpose must be 'pseudonym' or 'quarantine'")
+    if purpose not in KEY_PURPOSES:
+        err.print("purpose must be 'pseudonym', 'quarantine' or 'signing'")
         raise typer.Exit(code=2)
     cfg = _load(config)
     path = EnrichSettings().key_file_for(cfg.state_dir)
@@ -235,11 +253,21 @@ def keys_rotate(
         keyring = Keyring.load(path)
     except EnrichError as exc:
         raise _fail(exc) from None
-    kp: KeyPurpose = "pseudonym" if purpose == "pseudonym" else "quarantine"
+    kp: KeyPurpose = next(p for p in KEY_PURPOSES if p == purpose)
     old = keyring.active.get(kp)
     new = keyring.add(kp)
     keyring.save(path)
     out.print(f"{path}: {purpose} key {new.key_id} active, {old} retired", highlight=False)
+    if kp == "signing":
+        from policy.audit import Signer  # noqa: PLC0415
+
+        signer = Signer.from_seed(new.secret)
+        out.print(
+            f"pin it before the next run: add `- {signer.public_key}` under audit.public_keys "
+            f"in {config} ({signer.key_id}); keep the old key listed so that the checkpoints "
+            "it signed stay verifiable",
+            highlight=False,
+        )
 
 
 @quarantine_app.command("show")
@@ -480,3 +508,187 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+LogDirArgument = Annotated[Path, typer.Argument(help="The decision log folder.")]
+PinOption = Annotated[
+    list[str],
+    typer.Option("--public-key", help="A pinned public key (ed25519:...); default: enrich.yaml's."),
+]
+
+
+def _pins(config: Path, keys: list[str]) -> tuple[str, ...]:
+    if keys:
+        return tuple(keys)
+    if not config.exists():
+        err.print(f"no pinned keys: give --public-key or --config ({config} does not exist)")
+        raise typer.Exit(code=2)
+    return load_run_config(config).audit.public_keys
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log_dir: LogDirArgument,
+    config: ConfigOption = Path("enrich.yaml"),
+    public_key: PinOption = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check every hash, the chain across segments and runs, every checkpoint signature
+    (against the pinned keys only) and every count. Exit 1 naming each problem's place."""
+    from flows.audit import verify_log  # noqa: PLC0415
+
+    if not log_dir.is_dir():
+        err.print(f"{log_dir}: no such folder")
+        raise typer.Exit(code=2)
+    result = verify_log(log_dir, _pins(config, public_key))
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+    for problem in result.problems:
+        err.print(f"[bold red]FAILED[/] {escape(str(problem))}", highlight=False)
+    summary = (
+        f"{result.entries:,} entries in {result.segments} segment(s), {result.runs} run(s), "
+        f"{result.checkpoints} signed checkpoint(s), keys {', '.join(result.keys) or '-'}"
+    )
+    if not result.ok:
+        err.print(f"{log_dir}: verification FAILED ({summary})", highlight=False)
+        raise typer.Exit(code=1)
+    if not as_json:
+        out.print(f"{log_dir}: verified: {summary}", highlight=False)
+
+
+@audit_app.command("report")
+def audit_report_cmd(
+    log_dir: LogDirArgument,
+    out_path: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
+        "audit-report.html"
+    ),
+    config: ConfigOption = Path("enrich.yaml"),
+    public_key: PinOption = [],  # noqa: B006
+) -> None:
+    """Write the audit report: decisions by purpose, gate, rule, jurisdiction and reason over
+    time, suppressions and erasures, sensitive topics blocked, providers, data quality,
+    personas, and the chain's verification status. One static HTML file."""
+    from flows.audit import run_summaries, verify_log  # noqa: PLC0415
+    from flows.audit_report import write_audit_report  # noqa: PLC0415
+    from policy.audit import ChainedDecisionLog  # noqa: PLC0415
+
+    result = verify_log(log_dir, _pins(config, public_key))
+    summaries = list(run_summaries(load_run_config(config))) if config.exists() else []
+    write_audit_report(
+        out_path,
+        entries=ChainedDecisionLog(log_dir).entries(),
+        summaries=summaries,
+        verification=result.to_json(),
+    )
+    state = "verified" if result.ok else "verification FAILED"
+    out.print(f"{out_path}: {result.entries:,} decisions, chain {state}", highlight=False)
+
+
+@audit_app.command("subject")
+def audit_subject(
+    config: ConfigOption = Path("enrich.yaml"),
+    email: EmailOption = [],  # noqa: B006
+    phone: PhoneOption = [],  # noqa: B006
+    customer_id: CustomerOption = [],  # noqa: B006
+    country: CountryOption = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the decisions as JSON here.")
+    ] = None,
+) -> None:
+    """Every decision about one person (found through their pseudonyms), oldest first: for a
+    data-subject access request or a complaint. Shows profile ids and pseudonyms, never the
+    identifiers given."""
+    import pandas as pd  # noqa: PLC0415
+
+    from flows.audit import decisions_about  # noqa: PLC0415
+    from policy.audit import ChainedDecisionLog  # noqa: PLC0415
+    from profiles.store import StateStore  # noqa: PLC0415
+
+    cfg = _load(config)
+    refs = _request(cfg, email, phone, customer_id, country)
+    with StateStore.open(EnrichSettings().state_url_for(cfg.state_dir)) as store:
+        profile_ids = store.find_profiles(pd.DataFrame(refs))
+    entries = decisions_about(ChainedDecisionLog(cfg.decision_log_dir), profile_ids)
+    if not profile_ids:
+        out.print(
+            "no profile holds these identifiers (never seen, or erased: after an erasure "
+            "its decisions can no longer be linked to the person)"
+        )
+        return
+    if out_path is not None:
+        out_path.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    table = Table(
+        title=f"{len(entries):,} decisions about profile(s) {', '.join(profile_ids)}",
+        show_edge=False,
+    )
+    for column in ("seq", "ts", "run", "gate", "purpose", "decision", "rule", "reason", "context"):
+        table.add_column(column)
+    for e in entries[-200:]:
+        table.add_row(
+            *(str(e.get(k, "")) for k in ("seq", "ts", "run_id", "gate", "purpose", "decision")),
+            str(e.get("rule", "")),
+            str(e.get("reason", "")),
+            str(e.get("context", "")),
+        )
+    out.print(table)
+    if len(entries) > 200:
+        out.print(f"(the last 200 of {len(entries):,}; --out writes all)")
+
+
+@audit_app.command("ropa")
+def audit_ropa(
+    config: ConfigOption = Path("enrich.yaml"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for ropa.md and ropa.json.")] = (
+        Path("ropa")
+    ),
+    controller: Annotated[
+        str | None, typer.Option(help="The controller's name and contact details.")
+    ] = None,
+) -> None:
+    """Records of processing activities (GDPR Art. 30) from enrich.yaml and the policy bundle,
+    as Markdown and JSON."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from enrichers.registry import build, parse_settings  # noqa: PLC0415
+    from flows.gates import policy_bundle  # noqa: PLC0415
+    from policy.ropa import (  # noqa: PLC0415
+        ProviderRecord,
+        config_file_hash,
+        records_of_processing,
+        ropa_markdown,
+    )
+
+    cfg = _load(config)
+    try:
+        providers = []
+        for settings in parse_settings(cfg.enrichment.providers, path=config):
+            # built only to read its capabilities: no secret is read, no call is made
+            caps = build(settings, lambda _ref: "unused").capabilities
+            providers.append(
+                ProviderRecord(
+                    name=settings.name,
+                    type=settings.type,
+                    region=caps.region,
+                    transfer_basis=None
+                    if caps.transfer_basis is None
+                    else str(caps.transfer_basis),
+                    identifier_forms=tuple(str(f) for f in caps.accepts),
+                    produces=tuple(caps.produces),
+                    billing=str(caps.billing),
+                )
+            )
+        bundle = policy_bundle(cfg)
+    except EnrichError as exc:
+        raise _fail(exc) from None
+    document = records_of_processing(
+        cfg,
+        bundle,
+        providers,
+        controller=controller,
+        generated_at=datetime.now(UTC),
+        config_hash=config_file_hash(config),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ropa.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "ropa.md").write_text(ropa_markdown(document), encoding="utf-8")
+    out.print(f"{out_dir}/ropa.md, {out_dir}/ropa.json", highlight=False)

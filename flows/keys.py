@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
 from prefect.blocks.system import Secret
+from pydantic import SecretStr
 
-from profiles.errors import KeyMaterialError
+from policy.audit import Signer, pinned_keys
+from profiles.errors import ConfigError, KeyMaterialError
 from profiles.hashing import Key, KeyPurpose, Keyring, decode_secret
 from profiles.settings import EnrichSettings
 
@@ -30,10 +33,8 @@ def _from_block(name: str, purpose: KeyPurpose) -> Key:
 
 def resolve_key(purpose: KeyPurpose, settings: EnrichSettings, state_dir: Path) -> Key:
     """The active key for `purpose`: env variable, then Secret block, then key file."""
-    env = settings.pseudonym_key if purpose == "pseudonym" else settings.quarantine_key
-    block = (
-        settings.pseudonym_key_block if purpose == "pseudonym" else settings.quarantine_key_block
-    )
+    env: SecretStr | None = getattr(settings, f"{purpose}_key")
+    block: str | None = getattr(settings, f"{purpose}_key_block")
     if env is not None:
         return Key.from_secret(
             decode_secret(env.get_secret_value(), what=f"ENRICH_{purpose.upper()}_KEY")
@@ -48,6 +49,38 @@ def resolve_key(purpose: KeyPurpose, settings: EnrichSettings, state_dir: Path) 
             "`enrich keys init --config enrich.yaml`"
         )
     return Keyring.load(path).active_key(purpose)
+
+
+def resolve_signer(
+    settings: EnrichSettings, state_dir: Path, public_keys: tuple[str, ...], *, config: Path
+) -> Signer:
+    """The decision log's signing key, refused unless its public key is pinned in `config`."""
+    signer = Signer.from_seed(resolve_key("signing", settings, state_dir).secret)
+    if signer.key_id not in pinned_keys(public_keys):
+        raise ConfigError(
+            str(config),
+            [
+                f"{config}: audit.public_keys: the signing key {signer.key_id} is not pinned; "
+                f"add `- {signer.public_key}` under audit.public_keys (keep retired keys "
+                "pinned so their checkpoints stay verifiable)"
+            ],
+        )
+    return signer
+
+
+def pin_public_key(config_path: Path, public_key: str) -> bool:
+    """Pin `public_key` in enrich.yaml by appending an `audit:` section, if the file has none;
+    False if it has one (then the operator edits it: this never rewrites their YAML)."""
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    if "audit" in data:
+        return public_key in ((data.get("audit") or {}).get("public_keys") or [])
+    with config_path.open("a", encoding="utf-8") as fh:
+        fh.write(
+            "# Public keys that may sign the decision log's checkpoints (`enrich keys init`\n"
+            "# pinned the first). Keep a rotated key listed: its checkpoints stay verifiable.\n"
+            f"audit:\n  public_keys:\n    - {public_key}\n"
+        )
+    return True
 
 
 def key_by_id(purpose: KeyPurpose, key_id: str, settings: EnrichSettings, state_dir: Path) -> Key:

@@ -256,6 +256,17 @@ class EnrichmentConfig(_Model):
     providers: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class AuditConfig(_Model):
+    """The decision log's trust anchor: the public keys that may sign its checkpoints."""
+
+    public_keys: tuple[Annotated[str, Field(pattern=r"^ed25519:[A-Za-z0-9_-]{43}$")], ...] = ()
+    """Pinned Ed25519 public keys (`enrich keys init` adds the first); a checkpoint signed by
+    any other key fails `enrich audit verify`. Keep a rotated key here: its checkpoints stay
+    verifiable."""
+    segment_entries: Annotated[int, Field(ge=1000, le=50_000_000)] = 1_000_000
+    """Entries per log segment before a new one starts (each run also starts one)."""
+
+
 class PerformanceConfig(_Model):
     """Resource knobs."""
 
@@ -288,6 +299,7 @@ class RunConfig(_Model):
     """Interest taxonomy (YAML); default: the shipped `profiles/conf/taxonomy.yaml`."""
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     personas: PersonaSettings = Field(default_factory=PersonaSettings)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("output_dir", "state_dir")

@@ -19,7 +19,10 @@ from profiles.errors import KeyMaterialError
 from profiles.types import IdentifierKind
 
 MIN_KEY_BYTES = 32
-KeyPurpose = Literal["pseudonym", "quarantine"]
+KeyPurpose = Literal["pseudonym", "quarantine", "signing"]
+KEY_PURPOSES: tuple[KeyPurpose, ...] = ("pseudonym", "quarantine", "signing")
+"""Every key the key file holds: pseudonyms (HMAC), quarantine sealing (AES-GCM), and the
+decision log's checkpoint signatures (an Ed25519 seed)."""
 
 
 def key_id_for(secret: bytes) -> str:

@@ -22,6 +22,9 @@ class EnrichSettings(BaseSettings):
     pseudonym_key_block: str | None = None
     quarantine_key: SecretStr | None = None
     quarantine_key_block: str | None = None
+    signing_key: SecretStr | None = None
+    """Ed25519 seed (base64, 32 bytes) that signs the decision log's checkpoints."""
+    signing_key_block: str | None = None
     key_file: Path | None = None
     state_url: SecretStr | None = None
     """SQLAlchemy URL of the state store (e.g. postgresql+psycopg://user@host/db); default:

@@ -11,6 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.keys import resolve_signer
+from profiles.config import load_run_config
+from profiles.errors import ConfigError
+from profiles.settings import EnrichSettings
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "small"
 runner = CliRunner()
@@ -94,3 +98,23 @@ def test_quarantine_show_refuses_without_the_right_key(work: Path) -> None:
     shown = runner.invoke(app, ["quarantine", "show", str(work / "out" / "night-2"), "-c", config])
     assert shown.exit_code == 2
     assert "has no quarantine key" in shown.output
+
+
+def test_keys_init_pins_the_signing_key_and_a_rotated_one_must_be_pinned(work: Path) -> None:
+    config = work / "enrich.yaml"
+    first = runner.invoke(app, ["keys", "init", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    assert "pinned (audit.public_keys)" in first.output
+    cfg = load_run_config(config)
+    assert len(cfg.audit.public_keys) == 1
+    signer = resolve_signer(EnrichSettings(), cfg.state_dir, cfg.audit.public_keys, config=config)
+    assert signer.public_key == cfg.audit.public_keys[0]
+
+    rotated = runner.invoke(app, ["keys", "rotate", "signing", "--config", str(config)])
+    assert rotated.exit_code == 0, rotated.output
+    assert "pin it before the next run" in rotated.output
+    with pytest.raises(ConfigError, match="is not pinned"):
+        resolve_signer(EnrichSettings(), cfg.state_dir, cfg.audit.public_keys, config=config)
+    ring = json.loads((work / "state" / "keys.json").read_text())
+    assert len(ring["keys"]["signing"]) == 2
+    assert all(k["secret"] not in rotated.output for k in ring["keys"]["signing"].values())
