@@ -16,13 +16,15 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from flows.audit import decisions_about, writer
 from flows.gates import latest_run_dir
-from policy.audit import JsonlDecisionLog
+from policy.audit import ChainedDecisionLog
 from policy.types import SuppressionKind
 from profiles.config import RunConfig, load_run_config
 from profiles.rundir import LINKS_FILE, PROFILES_FILE
 from profiles.settings import EnrichSettings
 from profiles.store import StateStore
+from profiles.store.subjects import ERASURE_REF
 
 SubjectRef = dict[str, str]
 """One pseudonymous identifier: {"kind", "key_id", "pseudonym"}."""
@@ -84,8 +86,7 @@ def dsar_access(
     keys = ["kind", "key_id", "pseudonym"]
     consents = consents.merge(linked[keys], on=keys)
     suppressions = suppressions.merge(linked[keys], on=keys)
-    log = JsonlDecisionLog(config.decision_log_dir)
-    decisions = [entry for pid in profile_ids for entry in log.entries(pid)]
+    decisions = decisions_about(ChainedDecisionLog(config.decision_log_dir), profile_ids)
     logger.info(
         "access request %s: %d profile(s), %d identifiers, %d consent records, %d decisions",
         request_ref,
@@ -127,9 +128,16 @@ def dsar_erase(config_path: str, identifiers: list[SubjectRef], request_ref: str
             totals["profiles"] += 1
         # the given identifiers too: a person not (yet) in any profile stays erased
         totals["suppressed_given"] = store.record_objection(
-            given, SuppressionKind.ERASURE, request_ref, now
+            given, SuppressionKind.ERASURE, ERASURE_REF, now
         )
-    _log_request(config, request_ref, profile_ids, "ERASED", "dsar-erasure")
+    _log_request(
+        config,
+        Path(config_path),
+        request_ref=request_ref,
+        profile_ids=profile_ids,
+        reason="ERASED",
+        rule="dsar-erasure",
+    )
     logger.info("erasure %s: %s", request_ref, _counts(totals))
     return totals
 
@@ -150,7 +158,14 @@ def dsar_object(
             [given, *(store.subject_identifiers(pid) for pid in profile_ids)], ignore_index=True
         ).drop_duplicates(["kind", "key_id", "pseudonym"])
         added = store.record_objection(linked, kind, request_ref, now)
-    _log_request(config, request_ref, profile_ids, "OBJECTED", f"dsar-{kind}")
+    _log_request(
+        config,
+        Path(config_path),
+        request_ref=request_ref,
+        profile_ids=profile_ids,
+        reason="OBJECTED",
+        rule=f"dsar-{kind}",
+    )
     totals = {"profiles": len(profile_ids), "identifiers": len(linked), "added": added}
     logger.info("objection %s (%s): %s", request_ref, kind, _counts(totals))
     return totals
@@ -161,7 +176,13 @@ def _counts(totals: Mapping[str, int]) -> str:
 
 
 def _log_request(
-    config: RunConfig, request_ref: str, profile_ids: list[str], reason: str, rule: str
+    config: RunConfig,
+    config_path: Path,
+    *,
+    request_ref: str,
+    profile_ids: list[str],
+    reason: str,
+    rule: str,
 ) -> None:
     """Write the request into the decision log, one entry per profile it touched."""
     if not profile_ids:
@@ -179,6 +200,6 @@ def _log_request(
             "policy_hash": "",
         }
     )
-    JsonlDecisionLog(config.decision_log_dir).append(
-        f"dsar-{request_ref}", decisions, actor="operator"
-    )
+    log = writer(config, config_path, EnrichSettings())
+    log.append(f"dsar-{request_ref}", decisions, actor="operator")
+    log.checkpoint(f"dsar-{request_ref}")

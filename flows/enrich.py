@@ -40,6 +40,7 @@ from enrichers.http.client import ProviderClient
 from enrichers.http.stats import ClientStats
 from enrichers.registry import build, parse_settings
 from enrichers.stage import LookupRun, lookup_all
+from flows.gates import regime_context
 from flows.keys import provider_secret
 from policy.audit import DecisionLog
 from policy.bundle import PolicyBundle
@@ -226,7 +227,7 @@ def enrich_with(
     }
     facts = subjects.facts
     decisions = evaluate(bundle, facts, gate=Gate.A, purpose=Purpose.ENRICHMENT, context=context)
-    decisions["context"] = f"provider={settings.name}"
+    decisions["context"] = (regime_context(bundle, facts) + f";provider={settings.name}").to_numpy()
     log.append(run_id, decisions, actor="nightly")
     allowed = (decisions["decision"] != "deny").to_numpy()
 

@@ -21,7 +21,7 @@ from policy.consent import (
     latest_consents,
     suppressed_profiles,
 )
-from policy.engine import GATE_PURPOSES, evaluate
+from policy.engine import GATE_PURPOSES, evaluate, subject_regimes
 from policy.facts import build_facts
 from policy.types import Gate, Purpose
 from profiles.config import RunConfig
@@ -94,8 +94,10 @@ def decide(
     """
     per_subject = pd.DataFrame(index=pd.Index(facts["subject"], name="subject"))
     counts: list[dict[str, Any]] = []
+    regime = regime_context(bundle, facts)
     for gate, purpose in GATES:
         decisions = evaluate(bundle, facts, gate=gate, purpose=purpose)
+        decisions["context"] = regime.to_numpy()
         log.append(run_id, decisions, actor="nightly")
         per_subject[f"decision_{purpose}"] = decisions["decision"].astype(str).to_numpy()
         grouped = (
@@ -108,6 +110,14 @@ def decide(
             for row in grouped.astype({"subjects": int}).to_dict("records")
         ]
     return per_subject, counts
+
+
+def regime_context(bundle: PolicyBundle, facts: pd.DataFrame) -> pd.Series:
+    """`regime=<jurisdiction>` per subject, in the order of `facts` (the decision log's
+    context, so audits can count decisions by jurisdiction)."""
+    return ("regime=" + subject_regimes(bundle, facts["country"]).astype(str)).reset_index(
+        drop=True
+    )
 
 
 def customers_of(config: RunConfig, links: pd.DataFrame) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,16 @@ from flows.gates import (
     policy_bundle,
     subject_facts,
 )
-from flows.keys import resolve_key
+from flows.keys import resolve_key, resolve_signer
 from flows.personas import PERSONAS_FILE, build_personas, persona_summary
 from flows.report import write_report
-from flows.summary import build_summary, summary_counts, summary_markdown
-from policy.audit import DecisionLog, JsonlDecisionLog
+from flows.summary import (
+    build_summary,
+    checkpoint_markdown,
+    summary_counts,
+    summary_markdown,
+)
+from policy.audit import ChainedDecisionLog, DecisionLog, LogError, Signer
 from policy.bundle import PolicyBundle
 from policy.consent import INPUT_COLUMNS
 from policy.types import SuppressionKind
@@ -61,6 +67,7 @@ from profiles.types import NAME_FIELDS, IdentifierKind, SourceKind
 
 SUMMARY_ARTIFACT_KEY = "nightly-enrichment-summary"
 REPORT_FILE = "report.html"
+AUDIT_ARTIFACT_KEY = "decision-log-checkpoint"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -265,11 +272,22 @@ def enrich_profiles(
     return signals.rename(columns={"subject": PROFILE_ID}), accounting
 
 
-def _run_keys(
-    config: RunConfig, settings: EnrichSettings
-) -> tuple[Key, Pseudonymiser, dict[IdentifierKind, frozenset[str]], Sealer | None]:
-    """The pseudonym key and pseudonymiser, the pseudonymised block list, and the quarantine
-    sealer (if raw rows are kept)."""
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys of a run, resolved before any row is read."""
+
+    key: Key
+    pseudonymiser: Pseudonymiser
+    blocked: dict[IdentifierKind, frozenset[str]]
+    """The pseudonymised identity block list."""
+    sealer: Sealer | None
+    """Seals quarantined raw rows (None if they are not kept)."""
+    signer: Signer
+    """Signs the decision log's checkpoint (its public key pinned in enrich.yaml)."""
+
+
+def _run_keys(config: RunConfig, settings: EnrichSettings, config_path: Path) -> RunKeys:
+    """Every key the run needs; fails before any work if one is missing or not pinned."""
     key = resolve_key("pseudonym", settings, config.state_dir)
     pseudonymiser = Pseudonymiser(key)
     blocked = pseudonymise_values(
@@ -280,7 +298,10 @@ def _run_keys(
         if config.quarantine.keep_raw_encrypted
         else None
     )
-    return key, pseudonymiser, blocked, sealer
+    signer = resolve_signer(
+        settings, config.state_dir, config.audit.public_keys, config=config_path
+    )
+    return RunKeys(key, pseudonymiser, blocked, sealer, signer)
 
 
 @flow(name="nightly_enrichment", persist_result=False, log_prints=False)
@@ -299,7 +320,7 @@ def nightly_enrichment(
     config: RunConfig = load_run_config(config_path)
     run_id = run_id or new_run_id(started)
     settings = EnrichSettings()
-    key, pseudonymiser, blocked, sealer = _run_keys(config, settings)
+    keys = _run_keys(config, settings, Path(config_path))
     bundle = policy_bundle(config)
     providers, behaviour, fusion_stage = _stage_settings(config, Path(config_path))
     store = StateStore.open(settings.state_url_for(config.state_dir))
@@ -309,7 +330,7 @@ def nightly_enrichment(
         run_id,
         len(config.sources),
         f"{total:,}",
-        key.key_id,
+        keys.key.key_id,
         store.url,
     )
     config_hash = hashlib.sha256(Path(config_path).read_bytes()).hexdigest()
@@ -321,9 +342,12 @@ def nightly_enrichment(
         store.close()
         raise
     progress = _Progress(total)
+    log = ChainedDecisionLog(
+        config.decision_log_dir, signer=keys.signer, segment_entries=config.audit.segment_entries
+    )
     try:
         with IdentifierStage(
-            config.identifiers, pseudonymiser, workers=config.performance.workers
+            config.identifiers, keys.pseudonymiser, workers=config.performance.workers
         ) as stage:
             counts = [
                 identify_source(
@@ -331,7 +355,7 @@ def nightly_enrichment(
                     config.performance.chunk_rows,
                     stage=stage,
                     erased=erased,
-                    sealer=sealer,
+                    sealer=keys.sealer,
                     output=output,
                     progress=progress,
                 )
@@ -342,9 +366,8 @@ def nightly_enrichment(
             or sum(c.rows_quarantined for c in counts) != output.quarantine_rows
         ):
             raise RuntimeError("written rows differ from counted rows")  # a bug, never data
-        resolution = resolve_identities(config, output, store, blocked)
+        resolution = resolve_identities(config, output, store, keys.blocked)
         profiles, customers = link_profiles(config, output, resolution)
-        log = JsonlDecisionLog(config.decision_log_dir)
         profiles, facts, policy_summary = apply_policy(
             config,
             bundle=bundle,
@@ -397,7 +420,7 @@ def nightly_enrichment(
             run_id,
             started_at=started,
             finished_at=datetime.now(UTC),
-            key_id=key.key_id,
+            key_id=keys.key.key_id,
             counts=counts,
             identity=resolution.stats,
             policy=policy_summary,
@@ -406,7 +429,9 @@ def nightly_enrichment(
             fusion=fused.summary,
             personas=persona_summary(personas),
         )
-        _write_outputs(output, profiles=profiles, fused=fused, personas=personas, summary=summary)
+        _stage_outputs(
+            output, log, profiles=profiles, fused=fused, personas=personas, summary=summary
+        )
         store.save_identity(
             run_id,
             identifiers=resolution.identifiers[resolution.identifiers[PROFILE_ID].notna()][
@@ -420,7 +445,7 @@ def nightly_enrichment(
         store.finish_run(run_id, "succeeded", summary_counts(summary), datetime.now(UTC))
     except BaseException:
         output.abandon()
-        _record_failure(store, run_id)
+        _record_failure(store, log, run_id)
         raise
     finally:
         store.close()
@@ -452,21 +477,30 @@ def _stage_settings(
     )
 
 
-def _write_outputs(
+def _stage_outputs(
     output: RunOutput,
+    log: ChainedDecisionLog,
     *,
     profiles: pd.DataFrame,
     fused: Fused,
     personas: dict[str, Any] | None,
     summary: dict[str, Any],
 ) -> None:
-    """Stage profiles.parquet, signals.parquet, personas.json, run_summary.json, report.html."""
+    """Stage profiles.parquet, signals.parquet, personas.json, run_summary.json, report.html;
+    seal the run's decisions with a signed checkpoint and show it as a Prefect artifact."""
     output.write_profiles(profiles)
     output.write_signals(fused.signals)
     if personas is not None:
         output.write_json(PERSONAS_FILE, personas)
     output.write_summary(summary)
     write_report(output.staging / REPORT_FILE, summary, personas)
+    checkpoint = log.checkpoint(summary["run_id"])
+    if checkpoint is not None:
+        create_markdown_artifact(
+            key=AUDIT_ARTIFACT_KEY,
+            markdown=checkpoint_markdown(checkpoint, summary["policy"]),
+            description=f"Decision log checkpoint of run {summary['run_id']}",
+        )
 
 
 def erased_pseudonyms(suppressions: pd.DataFrame) -> dict[str, frozenset[str]]:
@@ -487,9 +521,13 @@ def erased_rows(identified: pd.DataFrame, erased: Mapping[str, frozenset[str]]) 
     return gone & identified["row_reason"].isna()
 
 
-def _record_failure(store: StateStore, run_id: str) -> None:
-    """Mark the run failed in the ledger; a ledger that cannot be written must not mask the
-    error that failed the run."""
+def _record_failure(store: StateStore, log: ChainedDecisionLog, run_id: str) -> None:
+    """Seal the decisions the failed run took and mark it failed in the ledger; neither may
+    mask the error that failed the run (unsealed entries are sealed by the next run)."""
+    try:
+        log.checkpoint(run_id)
+    except (OSError, LogError) as exc:
+        get_run_logger().warning("could not checkpoint the decisions of run %s: %s", run_id, exc)
     try:
         store.finish_run(run_id, "failed", {}, datetime.now(UTC))
     except StoreError as exc:

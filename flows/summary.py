@@ -273,3 +273,28 @@ def _identity_markdown(identity: Mapping[str, Any]) -> list[str]:
     lines += [f"| {b} | {n:,} | {_bar(n, largest)} |" for b, n in sizes.items()]
     lines += ["", f"Largest profiles (rows): {', '.join(str(n) for n in identity['largest'])}"]
     return lines
+
+
+def checkpoint_markdown(checkpoint: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
+    """The run's decision-log checkpoint and its decisions per purpose, for the Prefect UI."""
+    lines = [
+        f"# Decision log checkpoint of run {checkpoint['run_id']}",
+        "",
+        "| field | value |",
+        "|---|---|",
+        *(
+            f"| {name} | `{checkpoint[name]}` |"
+            for name in (
+                "log_id",
+                "first_seq",
+                "last_seq",
+                "entries",
+                "head_hash",
+                "key_id",
+                "time",
+            )
+        ),
+        "",
+        "Verify with `enrich audit verify <decision log folder> --config enrich.yaml`.",
+    ]
+    return "\n".join(lines + _policy_markdown(policy)) + "\n"

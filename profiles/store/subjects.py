@@ -122,6 +122,13 @@ _TEXT: ColumnType = "text"
 _ACTIVE = ProfileStatus.ACTIVE.value
 
 
+ERASURE_REF = "erased"
+"""The request reference of every erasure suppression. It deliberately names no request: the
+erasures table links a request to the erased profile id (and so to its decision-log entries),
+and a suppression row, which holds the person's pseudonyms, must not lead there too. Once the
+identifiers are deleted, nothing links the log's entries back to the person."""
+
+
 def changed(conn: Connection, statement: Any) -> int:
     """Rows inserted, updated or deleted by `statement`. SQLAlchemy keeps an INSERT's row
     count (which psycopg reports) only when asked to; without it PostgreSQL would read -1."""
@@ -338,7 +345,7 @@ def erase(
             *(identifiers.c[c] for c in _SUBJECT_KEY),
             literal(ERASURE, Text),
             when,
-            literal(request_ref, Text),
+            literal(ERASURE_REF, Text),
         ).where(held),
     )
     # in this order: the identifiers must still be there to find what they suppress and hold

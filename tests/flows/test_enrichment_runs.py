@@ -24,7 +24,7 @@ import yaml
 
 from enrichers.testing import NAMES, provider_entries
 from enrichers.testing.server import ProviderServer
-from policy.audit import JsonlDecisionLog
+from policy.audit import ChainedDecisionLog
 from profiles.config import load_run_config
 from profiles.hashing import Keyring, Pseudonymiser
 from profiles.identifiers import check_email
@@ -141,9 +141,11 @@ def _sha256_by_pseudonym(work: Path) -> dict[str, str]:
 def _gate_a(work: Path, run: Run, provider: str) -> pd.DataFrame:
     """This run's gate A decisions for `provider`: subject, decision."""
     config = load_run_config(work / "enrich.yaml")
-    path = JsonlDecisionLog(config.decision_log_dir).path(run.run_dir.name)
-    entries = pd.read_json(path, lines=True, dtype=False)
-    entries = entries[(entries["gate"] == "A") & (entries["context"] == f"provider={provider}")]
+    log = ChainedDecisionLog(config.decision_log_dir)
+    entries = pd.DataFrame([e for e in log.entries() if e["run_id"] == run.run_dir.name])
+    entries = entries[
+        (entries["gate"] == "A") & entries["context"].str.endswith(f";provider={provider}")
+    ]
     return entries[["subject", "decision"]]
 
 

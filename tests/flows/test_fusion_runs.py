@@ -23,7 +23,7 @@ import yaml
 
 from enrichers.testing import NAMES, provider_entries
 from enrichers.testing.server import ProviderServer
-from policy.audit import JsonlDecisionLog
+from policy.audit import ChainedDecisionLog
 from policy.bundle import default_bundle_path, load_bundle, topic_under
 from policy.types import Purpose
 from profiles.config import load_run_config
@@ -136,7 +136,7 @@ def test_sensitive_topics_never_appear_after_gate_b_and_each_drop_is_logged(
     config = load_run_config(run.work / "enrich.yaml")
     redactions = [
         e
-        for e in JsonlDecisionLog(config.decision_log_dir).entries()
+        for e in ChainedDecisionLog(config.decision_log_dir).entries()
         if e["run_id"] == summary["run_id"] and e["reason"] == "SPECIAL_CATEGORY"
     ]
     assert {(e["gate"], e["purpose"], e["decision"]) for e in redactions} == {

@@ -11,7 +11,7 @@ import pandas as pd
 from profiles.settings import EnrichSettings
 from profiles.store import StateStore
 from profiles.synth import generate
-from tests.flows.test_nightly import FIXTURE, _init_keys, _run
+from tests.flows.test_nightly import FIXTURE, _init_keys, _pin, _run
 
 KEYS = ["source", "line"]
 
@@ -39,6 +39,7 @@ def test_next_night_keeps_unaffected_ids_and_records_changes(tmp_path: Path) -> 
     night1 = _run(tmp_path)
     truth1 = pd.read_csv(tmp_path / "data" / "truth.csv", dtype=str, keep_default_na=False)
     generate(people=2000, out_dir=tmp_path, seed=5, night=2)
+    _pin(tmp_path)  # synth rewrote enrich.yaml, as `enrich keys init` would be rerun
     night2 = _run(tmp_path)
     truth2 = pd.read_csv(tmp_path / "data" / "truth.csv", dtype=str, keep_default_na=False)
     changes = pd.read_csv(tmp_path / "data" / "changes.csv", dtype=str, keep_default_na=False)

@@ -29,7 +29,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact
 from prefect.logging.handlers import APILogWorker
 
-from flows.nightly import SUMMARY_ARTIFACT_KEY, nightly_enrichment
+from flows.keys import pin_public_key
+from flows.nightly import AUDIT_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, nightly_enrichment
+from policy.audit import ChainedDecisionLog, Signer, pinned_keys, verify
 from profiles.config import SourceConfig, load_run_config
 from profiles.errors import SourceError
 from profiles.hashing import Keyring
@@ -73,10 +75,19 @@ class _Collect(logging.Handler):
 
 
 def _init_keys(work: Path) -> None:
+    """What `enrich keys init` does: the key file, and the signing key pinned in enrich.yaml."""
     ring = Keyring()
     ring.add("pseudonym")
     ring.add("quarantine")
+    ring.add("signing")
     ring.save(work / "state" / "keys.json")
+    _pin(work)
+
+
+def _pin(work: Path) -> None:
+    """Pin the key file's signing key in enrich.yaml (again after `synth` rewrote it)."""
+    signing = Keyring.load(work / "state" / "keys.json").active_key("signing")
+    assert pin_public_key(work / "enrich.yaml", Signer.from_seed(signing.secret).public_key)
 
 
 def _run(work: Path) -> Run:
@@ -320,6 +331,20 @@ def test_summary_artifact_has_the_counts(small_run: Run) -> None:
     markdown = next(str(a.data) for a in artifacts if a.flow_run_id == small_run.flow_run_id)
     assert "| crm | 9 | 7 | 2 | ROW_NO_IDENTIFIER 1, ROW_UNPARSEABLE 1 |" in markdown
     assert "| **total** | **18** | **12** | **6** | |" in markdown
+
+
+def test_the_run_is_sealed_by_a_signed_checkpoint_shown_as_an_artifact(small_run: Run) -> None:
+    config = load_run_config(small_run.work / "enrich.yaml")
+    log = ChainedDecisionLog(config.decision_log_dir)
+    checkpoint = log.checkpoints()[-1]
+    assert checkpoint["run_id"] == small_run.run_dir.name
+    assert verify(config.decision_log_dir, pinned_keys(config.audit.public_keys)).ok
+    with get_client(sync_client=True) as client:
+        artifacts = [
+            a for a in _artifacts(client, small_run.flow_run_id) if a.key == AUDIT_ARTIFACT_KEY
+        ]
+    assert len(artifacts) == 1
+    assert f"| head_hash | `{checkpoint['head_hash']}` |" in str(artifacts[0].data)
 
 
 def test_every_synthetic_row_ends_as_the_truth_says(synth_run: Run) -> None:

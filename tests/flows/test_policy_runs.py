@@ -7,6 +7,7 @@ consented and never bought anything.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import stat
@@ -18,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from policy.audit import JsonlDecisionLog
+from policy.audit import ChainedDecisionLog
 from profiles.config import load_run_config
 from tests.flows.test_nightly import Run, _init_keys, _needles, _run
 
@@ -125,7 +126,7 @@ def test_every_gate_decision_is_in_the_log_with_a_reason(nights: tuple[Path, Run
     config = load_run_config(work / "enrich.yaml")
     run_id = second.run_dir.name
     entries = [
-        e for e in JsonlDecisionLog(config.decision_log_dir).entries() if e["run_id"] == run_id
+        e for e in ChainedDecisionLog(config.decision_log_dir).entries() if e["run_id"] == run_id
     ]
     profiles = second.profiles()
     assert len(entries) == len(profiles) * len(PURPOSES)
@@ -139,7 +140,7 @@ def test_every_gate_decision_is_in_the_log_with_a_reason(nights: tuple[Path, Run
     )
     assert {e["policy_hash"] for e in entries} == {second.summary()["policy"]["bundle"]["hash"]}
     erasure = [
-        e for e in JsonlDecisionLog(config.decision_log_dir).entries() if e["gate"] == "DSAR"
+        e for e in ChainedDecisionLog(config.decision_log_dir).entries() if e["gate"] == "DSAR"
     ]
     assert [(e["reason"], e["evidence"]) for e in erasure] == [
         ("ERASED", "T-1"),
@@ -192,3 +193,74 @@ def test_policy_diff_shows_the_effect_of_a_stricter_bundle(
     assert "total" in output
     for name in ("astrid", "clara", "emil", "Dorte", "@example"):
         assert name not in output
+
+
+# --- the audit side: verify, one person's decisions, erasure, records of processing ---------
+
+
+def test_the_log_verifies_and_the_cli_names_the_spot_of_an_edit(
+    nights: tuple[Path, Run, Run], tmp_path: Path
+) -> None:
+    work, _, _ = nights
+    config = str(work / "enrich.yaml")
+    log_dir = load_run_config(work / "enrich.yaml").decision_log_dir
+    assert "verified:" in _cli("audit", "verify", str(log_dir), "-c", config)
+    copy = tmp_path / "log"
+    shutil.copytree(log_dir, copy)
+    segment = sorted((copy / "segments").iterdir())[0]
+    lines = gzip.decompress(segment.read_bytes()).decode("utf-8").splitlines()
+    lines[3] = lines[3].replace('"decision":"', '"decision":"x', 1)
+    segment.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8")))
+    result = runner.invoke(app, ["audit", "verify", str(copy), "-c", config])
+    assert result.exit_code == 1
+    assert f"segment {segment.name}, line 4, seq 3: hash does not match" in result.output
+    assert "verification FAILED" in result.output
+
+
+def test_one_persons_decisions_are_found_until_they_are_erased(
+    nights: tuple[Path, Run, Run],
+) -> None:
+    work, first, _ = nights
+    config = str(work / "enrich.yaml")
+    emil = _cli("audit", "subject", "-c", config, "--email", "emil.objects@example.com")
+    assert "decisions about profile(s)" in emil
+    assert "emil.objects@example.com" not in emil
+    dorte = _cli("audit", "subject", "-c", config, "--email", "Dorte.Erase@example.net")
+    assert "no profile holds these identifiers" in dorte
+    # her decisions stay in the log (they prove lawful processing) and the erasure is logged
+    log = ChainedDecisionLog(load_run_config(work / "enrich.yaml").decision_log_dir)
+    erased = [e for e in log.entries() if e["reason"] == "ERASED"]
+    assert len(erased) == 1
+    hers = [e for e in log.entries(str(erased[0]["subject"])) if e["run_id"] == first.run_dir.name]
+    assert len(hers) == len(PURPOSES)
+
+
+def test_records_of_processing_are_written_as_markdown_and_json(
+    nights: tuple[Path, Run, Run], tmp_path: Path
+) -> None:
+    work, _, _ = nights
+    _cli("audit", "ropa", "-c", str(work / "enrich.yaml"), "--out", str(tmp_path / "ropa"))
+    document = json.loads((tmp_path / "ropa" / "ropa.json").read_text(encoding="utf-8"))
+    assert [a["purpose"] for a in document["activities"]] == PURPOSES
+    markdown = (tmp_path / "ropa" / "ropa.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# Record of processing activities")
+
+
+def test_the_audit_report_is_written_from_the_log_and_the_run_summaries(
+    nights: tuple[Path, Run, Run], tmp_path: Path
+) -> None:
+    work, _, _ = nights
+    config = load_run_config(work / "enrich.yaml")
+    out = tmp_path / "audit.html"
+    printed = _cli(
+        "audit", "report", str(config.decision_log_dir), "-c", str(work / "enrich.yaml"),
+        "--out", str(out),
+    )  # fmt: skip
+    assert "chain verified" in printed
+    page = out.read_text(encoding="utf-8")
+    assert "VERIFIED" in page
+    assert "Decisions per run" in page
+    entries = sum(1 for _ in ChainedDecisionLog(config.decision_log_dir).entries())
+    assert f"{entries:,}" in page
+    subjects = {str(e["subject"]) for e in ChainedDecisionLog(config.decision_log_dir).entries()}
+    assert not [s for s in subjects if s in page]
