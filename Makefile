@@ -13,7 +13,7 @@ DEMO_AS_OF ?= 2026-11-01
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test lint bench fmt clean
+.PHONY: demo test lint bench fmt clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,18 @@ demo: $(STAMP)
 	test -s $(DEMO_DIR)/provider_server.url || { echo "provider server did not start" >&2; exit 1; }; \
 	echo "local provider server: $$(cat $(DEMO_DIR)/provider_server.url)" >&2; \
 	$(BIN)/enrich run --config $(DEMO_DIR)/enrich.yaml --as-of $(DEMO_AS_OF)
+	@# the compliance officer's view (to stderr: the run's folder stays the last line printed)
+	@$(BIN)/enrich audit verify $(DEMO_DIR)/state/decisions --config $(DEMO_DIR)/enrich.yaml >&2
+	@$(BIN)/enrich audit report $(DEMO_DIR)/state/decisions --config $(DEMO_DIR)/enrich.yaml \
+	  --out $(DEMO_DIR)/audit-report.html >&2
 
-test: $(STAMP)
+# The report tests render HTML in headless Chromium (Debian's package); install it if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed: browser tests are skipped (and fail under CI=true)" >&2
+
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -60,6 +70,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/behaviour.py
 	$(BIN)/python bench/fusion_quality.py
+	$(BIN)/python bench/fusion.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
