@@ -44,6 +44,7 @@ from flows.report import (
     _map,
     _meter_cell,
     _n,
+    _nav,
     _number,
     _pct,
     _Row,
@@ -310,7 +311,7 @@ def audit_report(
             "</head>",
             "<body>",
             _header(title, verification, counted),
-            _nav(),
+            _nav(_SECTIONS),
             "<main>",
             *sections,
             "</main>",
@@ -568,11 +569,6 @@ _SECTIONS: Final = (
     ("quality", "Data quality"),
     ("personas", "Personas and segments"),
 )
-
-
-def _nav() -> str:
-    links = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in _SECTIONS)
-    return f'<nav aria-label="Sections"><ul>{links}</ul></nav>'
 
 
 def _footer(counted: _Tally, runs: Sequence[Mapping[str, Any]]) -> str:

@@ -396,8 +396,9 @@ _SECTIONS: Final = (
 )
 
 
-def _nav() -> str:
-    links = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in _SECTIONS)
+def _nav(sections: tuple[tuple[str, str], ...] = _SECTIONS) -> str:
+    """The page's section menu: (anchor, title) pairs."""
+    links = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in sections)
     return f'<nav aria-label="Sections"><ul>{links}</ul></nav>'
 
 
