@@ -125,12 +125,25 @@ def synth(
 @app.command()
 def check(config: ConfigOption = Path("enrich.yaml")) -> None:
     """Validate a run configuration and report every problem at once."""
+    from enrichers.registry import parse_settings  # noqa: PLC0415
+    from profiles.taxonomy import load_taxonomy  # noqa: PLC0415
+
     cfg = _load(config)
     missing = [s for s in cfg.sources if not s.path.is_file()]
     for source in missing:
         err.print(f"source {source.name}: file {source.path} not found", highlight=False)
     if missing:
         raise typer.Exit(code=2)
+    taxonomy = load_taxonomy(cfg.taxonomy)
+    for settings in parse_settings(cfg.enrichment.providers, path=config):
+        mapped = getattr(settings, "topic_map", None) or {}
+        unknown = taxonomy.undeclared(mapped.values())
+        if unknown:
+            err.print(
+                f"warning: provider {settings.name}: topic_map targets {', '.join(unknown)}, "
+                "which the taxonomy does not list: those signals will be counted and dropped",
+                highlight=False,
+            )
     out.print(f"{config}: OK ({len(cfg.sources)} sources)")
 
 

@@ -8,8 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from enrichers.testing import provider_entries
 from flows.cli import app
 from flows.keys import resolve_signer
 from profiles.config import load_run_config
@@ -118,3 +120,15 @@ def test_keys_init_pins_the_signing_key_and_a_rotated_one_must_be_pinned(work: P
     ring = json.loads((work / "state" / "keys.json").read_text())
     assert len(ring["keys"]["signing"]) == 2
     assert all(k["secret"] not in rotated.output for k in ring["keys"]["signing"].values())
+
+
+def test_check_warns_about_provider_topics_the_taxonomy_does_not_list(work: Path) -> None:
+    entry = provider_entries("http://127.0.0.1:9")[0]
+    entry["topic_map"] = {**entry["topic_map"], "astrology": "interest.astrology"}
+    with (work / "enrich.yaml").open("a", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump({"enrichment": {"providers": [entry]}}, sort_keys=False))
+    result = runner.invoke(app, ["check", "--config", str(work / "enrich.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "topic_map targets interest.astrology, which the taxonomy does not list" in (
+        result.output
+    )
