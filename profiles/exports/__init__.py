@@ -1,0 +1,1 @@
+"""Output formats of the domain core: CRM CSV and hashed ad audiences."""
