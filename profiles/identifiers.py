@@ -86,13 +86,11 @@ from profiles.types import (
     ATTRIBUTE_FIELDS,
     IDENTIFIER_FIELDS,
     NAME_FIELDS,
+    TEXT_DTYPE,
     CanonicalField,
     IdentifierKind,
     ReasonCode,
 )
-
-TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
-"""Dtype of every text column the stage writes: pandas' default `str` (Arrow, missing = NaN)."""
 
 LINE = "line"
 COUNTRY = CanonicalField.COUNTRY.value

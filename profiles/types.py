@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import numpy as np
+import pandas as pd
+
 
 class IdentifierKind(StrEnum):
     """Kinds of identifier that are pseudonymised and may link records of one person."""
@@ -21,6 +24,10 @@ class SourceKind(StrEnum):
     NEWSLETTER = "newsletter"
     PREFERENCES = "preferences"
     CONSENTS = "consents"
+
+
+TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
+"""Dtype of every text column the stages write: pandas' default `str` (Arrow, missing = NaN)."""
 
 
 class CanonicalField(StrEnum):

@@ -95,7 +95,7 @@ from types import MappingProxyType
 import pandas as pd
 
 from profiles.errors import EnrichError
-from profiles.identifiers import TEXT_DTYPE
+from profiles.types import TEXT_DTYPE
 
 SHA256_PATTERN = r"[0-9A-Fa-f]{64}"
 """A SHA-256 digest in hex, either case: such values are passed through, never re-hashed."""

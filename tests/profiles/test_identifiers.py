@@ -22,7 +22,6 @@ from profiles.config import IdentifierConfig, PlaceholderConfig, SourceConfig
 from profiles.errors import ConfigError
 from profiles.hashing import Key, Pseudonymiser
 from profiles.identifiers import (
-    TEXT_DTYPE,
     Checked,
     Deliverability,
     DnsDeliverabilityChecker,
@@ -37,7 +36,7 @@ from profiles.identifiers import (
     process_rowwise,
     pseudonymise_values,
 )
-from profiles.types import IDENTIFIER_FIELDS, IdentifierKind, ReasonCode
+from profiles.types import IDENTIFIER_FIELDS, TEXT_DTYPE, IdentifierKind, ReasonCode
 
 R = ReasonCode
 KEY = Key.from_secret(b"\x01" * 32)
