@@ -100,6 +100,9 @@ def decide(
         decisions["context"] = regime.to_numpy()
         log.append(run_id, decisions, actor="nightly")
         per_subject[f"decision_{purpose}"] = decisions["decision"].astype(str).to_numpy()
+        if gate is Gate.C:  # what the exports write beside each person: basis, evidence, redactions
+            for column in ("basis", "evidence", "redact"):
+                per_subject[f"{column}_{purpose}"] = decisions[column].astype(str).to_numpy()
         grouped = (
             decisions.groupby(["decision", "rule", "reason"], sort=True)
             .size()

@@ -30,6 +30,7 @@ from enrichers.base import ProviderSettings, empty_signals
 from enrichers.behaviour.config import BehaviourSettings, parse_behaviour
 from flows.behaviour import score_behaviour
 from flows.enrich import candidates, enrich_with, provider_settings
+from flows.exports import export_outputs
 from flows.fusion import Fused, FusionStage, fuse_interests
 from flows.gates import (
     GATES,
@@ -416,6 +417,16 @@ def nightly_enrichment(
             run_id=run_id,
             as_of=scores_as_of,
         )
+        exports = export_outputs(
+            config,
+            bundle=bundle,
+            profiles=profiles,
+            interests=fused.interests,
+            subjects=candidates(bundle, facts, resolution.identifiers),
+            stage=stage,
+            taxonomy=fusion_stage.taxonomy,
+            output=output,
+        )
         summary = build_summary(
             run_id,
             started_at=started,
@@ -428,6 +439,7 @@ def nightly_enrichment(
             behaviour=behaviour_summary,
             fusion=fused.summary,
             personas=persona_summary(personas),
+            exports=exports,
         )
         _stage_outputs(
             output, log, profiles=profiles, fused=fused, personas=personas, summary=summary

@@ -22,6 +22,7 @@ def build_summary(
     behaviour: Mapping[str, Any],
     fusion: Mapping[str, Any],
     personas: Mapping[str, Any],
+    exports: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The JSON-ready summary of a run. Counts and codes only: no personal data."""
     totals = {
@@ -44,6 +45,7 @@ def build_summary(
         "behaviour": dict(behaviour),
         "fusion": dict(fusion),
         "personas": dict(personas),
+        "exports": dict(exports),
     }
 
 

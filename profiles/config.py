@@ -18,6 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from profiles.errors import ConfigError
+from profiles.exports.audiences import Platform
+from profiles.exports.crm import preset_from_config
 from profiles.fusion import FusionSettings
 from profiles.personas import PersonaSettings
 from profiles.types import IDENTIFIER_FIELDS, CanonicalField, IdentifierKind, SourceKind
@@ -256,6 +259,32 @@ class EnrichmentConfig(_Model):
     providers: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class ExportsConfig(_Model):
+    """What each run writes for the destinations (gate C decides who and which fields)."""
+
+    enabled: bool = True
+    crm: tuple[str, ...] = ("hubspot",)
+    """CRM presets to write (`hubspot`, `salesforce`, `generic`), one folder each."""
+    crm_presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per preset, overrides of its settings (`columns`, `bom`, `max_rows`, ...)."""
+    audiences: tuple[Platform, ...] = tuple(Platform)
+    """Ad platforms to write a hashed audience for."""
+    analytics: bool = True
+    """Write analytics.parquet (fields of the `analytics` destination)."""
+
+    @model_validator(mode="after")
+    def _presets(self) -> ExportsConfig:
+        problems = []
+        for name in dict.fromkeys((*self.crm, *self.crm_presets)):
+            try:
+                preset_from_config(name, self.crm_presets.get(name))
+            except ConfigError as exc:
+                problems += [f"crm preset {name}: {p}" for p in exc.problems]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class AuditConfig(_Model):
     """The decision log's trust anchor: the public keys that may sign its checkpoints."""
 
@@ -300,6 +329,7 @@ class RunConfig(_Model):
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     personas: PersonaSettings = Field(default_factory=PersonaSettings)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    exports: ExportsConfig = Field(default_factory=ExportsConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("output_dir", "state_dir")

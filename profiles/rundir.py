@@ -192,9 +192,10 @@ class RunOutput:
     def publish(self) -> Path:
         """Move the staged outputs into place; returns the run's output folder."""
         self.close_accepted()
-        for path in self.staging.iterdir():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
+        for path in sorted(self.staging.rglob("*")):
+            if path.is_file():
+                with path.open("rb") as fh:
+                    os.fsync(fh.fileno())
         os.replace(self.staging, self.final)
         return self.final
 

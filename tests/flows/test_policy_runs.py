@@ -111,7 +111,7 @@ def test_erasure_leaves_no_trace_in_the_next_outputs(nights: tuple[Path, Run, Ru
     columns = ["profile_id", "email_pseudonym", "phone_pseudonym", "customer_id_pseudonym"]
     traces = {str(v) for v in hers[columns].to_numpy().ravel() if isinstance(v, str)}
     assert len(traces) >= 4  # her profile id, email, phone, CRM id and shop id
-    for path in second.run_dir.iterdir():
+    for path in (p for p in second.run_dir.rglob("*") if p.is_file()):
         text = (
             pd.read_parquet(path).to_csv()
             if path.suffix == ".parquet"

@@ -1,0 +1,232 @@
+"""The export stage of the nightly flow (gate C): what marketers import and analysts read.
+
+For each destination purpose, only profiles gate C allowed (allow or redact) are written, and
+only the fields the policy bundle lists for that destination (`destinations:`); a redact
+decision blanks the fields its rule names for that person. Contact details come from the
+identifier stage's in-memory vault (normalised email and E.164 phone of the profile's stable
+identifier per kind, as providers get them), only here and only for allowed profiles.
+
+    crm_export  out/<run>/crm/<preset>/contacts-NNNN.csv   (profiles.exports.crm presets)
+    ads_export  out/<run>/audiences/<platform>.csv          (profiles.exports.audiences:
+                platform-exact normalisation, SHA-256; no plaintext). Google's file is split by
+                `ad_personalization` consent (consent applies per upload): profiles allowed for
+                profiling go to google-personalized.csv, the others to google-not-personalized.csv;
+                `ad_user_data` is the ads_export consent every exported person has.
+    analytics   out/<run>/analytics.parquet                 (no contact details by default)
+
+Interests are the merged topics at or above each purpose's confidence floor (top `fusion.top_n`,
+as taxonomy labels in the CRM); `clv_band` is the CLV quintile among scored profiles.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.behaviour import PROFILING_COLUMN
+from flows.enrich import Candidates
+from policy.bundle import PolicyBundle
+from policy.engine import allowed_fields, minimise
+from policy.types import Purpose
+from profiles.config import RunConfig
+from profiles.exports.audiences import Platform, audience_frame
+from profiles.exports.crm import preset_from_config, write_crm_csv
+from profiles.fusion import top_topics
+from profiles.identifiers import IdentifierStage
+from profiles.identity import PROFILE_ID
+from profiles.rundir import RunOutput
+from profiles.taxonomy import Taxonomy
+from profiles.types import IdentifierKind
+
+CLV_BANDS: Final = ("very low", "low", "medium", "high", "very high")
+EXPORT_PURPOSES: Final = (Purpose.CRM_EXPORT, Purpose.ADS_EXPORT, Purpose.ANALYTICS)
+_TEXT: Final = "string"
+
+
+def _contact(
+    subjects: Candidates, stage: IdentifierStage, kind: IdentifierKind, ids: pd.Series
+) -> pd.Series:
+    """The normalised email or E.164 phone behind each profile's stable identifier."""
+    first = subjects.identifiers
+    keys = pd.MultiIndex.from_arrays([ids.to_numpy(), [str(kind)] * len(ids)])
+    pseudonyms = first.reindex(keys)["pseudonym"]
+    values = np.full(len(ids), None, dtype=object)
+    present = pseudonyms.notna().to_numpy()
+    if present.any():
+        values[present] = stage.normalised(kind, pseudonyms[present].astype(str).tolist())
+    return pd.Series(values, index=ids.index, dtype=_TEXT)
+
+
+def _clv_band(clv: pd.Series) -> pd.Series:
+    scored = clv.dropna()
+    if scored.nunique() < len(CLV_BANDS):
+        return pd.Series(pd.NA, index=clv.index, dtype=_TEXT)
+    bands = pd.qcut(scored.rank(method="first"), len(CLV_BANDS), labels=list(CLV_BANDS))
+    return bands.astype(_TEXT).reindex(clv.index)
+
+
+def _segments(profiles: pd.DataFrame) -> list[list[str]]:
+    parts = [
+        profiles[c].astype(_TEXT).radd(prefix).fillna("")
+        for c, prefix in (("rfm_segment", ""), ("abc", "abc_"), ("xyz", "xyz_"))
+        if c in profiles.columns
+    ]
+    if not parts:
+        return [[] for _ in range(len(profiles))]
+    return [[p for p in row if p] for row in zip(*parts, strict=True)]
+
+
+def export_fields(
+    profiles: pd.DataFrame,
+    interests: pd.DataFrame,
+    *,
+    purpose: Purpose,
+    bundle: PolicyBundle,
+    contacts: dict[str, pd.Series],
+    taxonomy: Taxonomy,
+    top_n: int,
+) -> tuple[pd.DataFrame, int]:
+    """Every field a destination may ask for, for the profiles gate C allowed for `purpose`,
+    with the redacted cells blanked; and how many cells were redacted."""
+    mask = (profiles[f"decision_{purpose}"] != "deny").to_numpy(bool)
+    allowed = profiles[mask].reset_index(drop=True)
+    ids = allowed[PROFILE_ID].astype(str)
+    floor = bundle.confidence_floors.get(purpose, 0.0)
+    topics = top_topics(interests, ids, n=top_n, floor=floor).to_pylist()
+    clv = next((c for c in allowed.columns if c.startswith("clv_")), None)
+    missing = pd.Series(pd.NA, index=ids.index, dtype=_TEXT)
+    frame = pd.DataFrame(
+        {
+            PROFILE_ID: ids,
+            "email": contacts["email"][mask].reset_index(drop=True),
+            "phone": contacts["phone"][mask].reset_index(drop=True),
+            "country": allowed["country"].astype(_TEXT) if "country" in allowed else missing,
+            "lawful_basis": allowed[f"basis_{purpose}"].replace("", pd.NA).astype(_TEXT),
+            "consent_ref": allowed[f"evidence_{purpose}"].replace("", pd.NA).astype(_TEXT),
+            "persona": allowed.get("persona_name", missing),
+            "segments": _segments(allowed),
+            "top_interests": [
+                [taxonomy.label(t) for t in row] if purpose is Purpose.CRM_EXPORT else row
+                for row in topics
+            ],
+            "rfm_segment": allowed.get("rfm_segment", missing),
+            "clv_band": _clv_band(allowed[clv]) if clv else missing,
+            "churn_risk": allowed.get("churn_risk", missing),
+        }
+    )
+    redacted = 0
+    rules = allowed[f"redact_{purpose}"].fillna("").astype(str)
+    for field in sorted({f for r in rules for f in r.split(";") if f}):
+        if field in frame.columns:
+            hit = rules.str.split(";").map(lambda fields, f=field: f in fields).to_numpy(bool)
+            frame.loc[hit, field] = None
+            redacted += int(hit.sum())
+    return frame, redacted
+
+
+def _write_audience(path: Path, frame: pd.DataFrame) -> None:
+    """An audience file: header, 64-hex values only (nothing to quote or neutralise)."""
+    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+    path.chmod(0o600)  # hashed identifiers are still personal data
+
+
+@task(name="export", persist_result=False, cache_policy=NO_CACHE)
+def export_outputs(
+    config: RunConfig,
+    *,
+    bundle: PolicyBundle,
+    profiles: pd.DataFrame,
+    interests: pd.DataFrame,
+    subjects: Candidates,
+    stage: IdentifierStage,
+    taxonomy: Taxonomy,
+    output: RunOutput,
+) -> dict[str, Any]:
+    """Write the CRM files, the audiences and the analytics Parquet; return their summary."""
+    logger = get_run_logger()
+    settings = config.exports
+    if not settings.enabled:
+        return {}
+    needed = profiles[
+        (profiles[[f"decision_{p}" for p in EXPORT_PURPOSES]] != "deny").any(axis=1)
+    ].reset_index(drop=True)
+    ids = needed[PROFILE_ID].astype(str)
+    contacts = {
+        "email": _contact(subjects, stage, IdentifierKind.EMAIL, ids),
+        "phone": _contact(subjects, stage, IdentifierKind.PHONE, ids),
+    }
+    summary: dict[str, Any] = {}
+    fields = partial(
+        export_fields,
+        bundle=bundle,
+        contacts=contacts,
+        taxonomy=taxonomy,
+        top_n=config.fusion.top_n,
+    )
+
+    crm, redacted = fields(needed, interests, purpose=Purpose.CRM_EXPORT)
+    crm, dropped = minimise(crm, bundle, Purpose.CRM_EXPORT)
+    files: dict[str, int] = {}
+    for name in settings.crm:
+        preset = preset_from_config(name, settings.crm_presets.get(name))
+        written = write_crm_csv(crm, preset, output.staging / "crm" / name)
+        files[name] = len(written)
+    summary["crm_export"] = {"profiles": len(crm), "columns": list(crm.columns),
+                             "dropped_columns": dropped, "redacted_cells": redacted,
+                             "files": files}  # fmt: skip
+
+    ads, redacted = fields(needed, interests, purpose=Purpose.ADS_EXPORT)
+    allowed = set(allowed_fields(bundle, Purpose.ADS_EXPORT))
+    nothing = pd.Series(pd.NA, index=ads.index, dtype=_TEXT)
+    emails = ads["email"] if "email_sha256" in allowed else nothing
+    phones = ads["phone"] if "phone_sha256" in allowed else nothing
+    country = ads["country"] if "country" in allowed else None
+    personalised = (
+        ads[PROFILE_ID]
+        .isin(profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID])
+        .to_numpy(bool)
+    )
+    folder = output.staging / "audiences"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, int] = {}
+    for platform in settings.audiences:
+        parts = (
+            {"google-personalized": personalised, "google-not-personalized": ~personalised}
+            if platform is Platform.GOOGLE
+            else {str(platform): np.ones(len(ads), dtype=bool)}
+        )
+        for stem, mask in parts.items():
+            frame = audience_frame(
+                emails[mask], phones[mask], platform,
+                country=None if country is None else country[mask],
+            )  # fmt: skip
+            _write_audience(folder / f"{stem}.csv", frame)
+            rows[stem] = len(frame)
+    summary["ads_export"] = {"profiles": len(ads), "redacted_cells": redacted, "rows": rows}
+
+    if settings.analytics:
+        analytics, redacted = fields(needed, interests, purpose=Purpose.ANALYTICS)
+        analytics, dropped = minimise(analytics, bundle, Purpose.ANALYTICS)
+        pq.write_table(
+            pa.Table.from_pandas(analytics, preserve_index=False),
+            output.staging / "analytics.parquet",
+        )
+        summary["analytics"] = {"profiles": len(analytics), "columns": list(analytics.columns),
+                                "dropped_columns": dropped, "redacted_cells": redacted}  # fmt: skip
+    logger.info(
+        "exports: CRM %s profiles (%s), audiences %s, analytics %s profiles",
+        f"{summary['crm_export']['profiles']:,}",
+        ", ".join(f"{k} {v} file(s)" for k, v in files.items()) or "no preset",
+        ", ".join(f"{k} {v:,}" for k, v in rows.items()) or "none",
+        f"{summary.get('analytics', {}).get('profiles', 0):,}",
+    )
+    return summary
