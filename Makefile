@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fusion_quality.py
 	$(BIN)/python bench/fusion.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/exports.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
