@@ -178,7 +178,11 @@ def export_outputs(
     files: dict[str, int] = {}
     for name in settings.crm:
         preset = preset_from_config(name, settings.crm_presets.get(name))
-        written = write_crm_csv(crm, preset, output.staging / "crm" / name)
+        frame = crm
+        if name in settings.basis_labels and "lawful_basis" in crm.columns:
+            labels = settings.basis_labels[name]
+            frame = crm.assign(lawful_basis=crm["lawful_basis"].map(labels).astype(_TEXT))
+        written = write_crm_csv(frame, preset, output.staging / "crm" / name)
         files[name] = len(written)
     summary["crm_export"] = {"profiles": len(crm), "columns": list(crm.columns),
                              "dropped_columns": dropped, "redacted_cells": redacted,

@@ -259,6 +259,17 @@ class EnrichmentConfig(_Model):
     providers: list[dict[str, Any]] = Field(default_factory=list)
 
 
+def _default_basis_labels() -> dict[str, dict[str, str]]:
+    # HubSpot's options for hs_legal_basis (knowledge.hubspot.com, "How can I track the lawful
+    # basis of processing in HubSpot"); only the unambiguous ones by default.
+    return {
+        "hubspot": {
+            "consent": "Freely given consent from contact",
+            "contract": "Performance of a contract",
+        }
+    }
+
+
 class ExportsConfig(_Model):
     """What each run writes for the destinations (gate C decides who and which fields)."""
 
@@ -271,6 +282,11 @@ class ExportsConfig(_Model):
     """Ad platforms to write a hashed audience for."""
     analytics: bool = True
     """Write analytics.parquet (fields of the `analytics` destination)."""
+    basis_labels: dict[str, dict[str, str]] = Field(default_factory=_default_basis_labels)
+    """Per CRM preset, the CRM's label for each recorded lawful basis (HubSpot's "Legal basis
+    for processing contact's data" options). A basis without a label is left empty: which
+    legitimate-interest option applies (prospect/lead or existing customer) is the
+    controller's call, so it is only filled when configured here, never guessed."""
 
     @model_validator(mode="after")
     def _presets(self) -> ExportsConfig:

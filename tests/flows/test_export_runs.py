@@ -116,3 +116,15 @@ def test_export_files_are_private_and_summarised(night: Run) -> None:
 def test_a_path_outside_the_run_folder_is_not_written(night: Run) -> None:
     outside = [p for p in night.work.rglob("contacts-*.csv") if night.run_dir not in p.parents]
     assert outside == []
+
+
+def test_hubspots_legal_basis_is_filled_from_the_recorded_basis_only(night: Run) -> None:
+    header, rows = _crm_rows(night, "hubspot")
+    column = PRESETS["hubspot"].header_for("lawful_basis")
+    assert column in header
+    profiles = night.profiles().set_index("profile_id")
+    labels = {"consent": "Freely given consent from contact"}
+    for row in rows:
+        recorded = str(profiles.at[row["profile_id"], "basis_crm_export"])
+        assert row[column] == labels.get(recorded, "")  # legitimate interests: left empty
+    assert any(row[column] for row in rows)
