@@ -20,6 +20,8 @@ as taxonomy labels in the CRM); `clv_band` is the CLV quintile among scored prof
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -43,11 +45,13 @@ from profiles.exports.crm import preset_from_config, write_crm_csv
 from profiles.fusion import top_topics
 from profiles.identifiers import IdentifierStage
 from profiles.identity import PROFILE_ID
-from profiles.rundir import RunOutput
+from profiles.rundir import RunOutput, previous_run_file
 from profiles.taxonomy import Taxonomy
 from profiles.types import IdentifierKind
 
 CLV_BANDS: Final = ("very low", "low", "medium", "high", "very high")
+FINGERPRINTS: Final = ".fingerprints.parquet"
+"""Per CRM preset folder: profile id and keyed row fingerprint, for the next delta export."""
 EXPORT_PURPOSES: Final = (Purpose.CRM_EXPORT, Purpose.ADS_EXPORT, Purpose.ANALYTICS)
 _TEXT: Final = "string"
 
@@ -133,6 +137,28 @@ def export_fields(
     return frame, redacted
 
 
+def fingerprints(frame: pd.DataFrame, key: bytes) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """A keyed 64-bit hash of each row's exported values (no value can be read back; the key
+    is derived from the pseudonym key, so fingerprints are as pseudonymous as pseudonyms)."""
+    hash_key = hmac.new(key, b"enrich/export-fingerprint", hashlib.sha256).hexdigest()[:16]
+    as_text = frame.astype(str).reset_index(drop=True)
+    hashed = pd.util.hash_pandas_object(as_text, index=False, hash_key=hash_key)
+    return np.asarray(hashed, dtype=np.uint64)
+
+
+def changed(
+    prints: pd.DataFrame, output_dir: Path, run_id: str, preset: str
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Which rows differ from (or are missing in) the last published run's export of
+    `preset`; all of them when there is none."""
+    previous = previous_run_file(output_dir, run_id, f"crm/{preset}/{FINGERPRINTS}")
+    if previous is None:
+        return np.ones(len(prints), dtype=bool)
+    old = pd.read_parquet(previous).set_index(PROFILE_ID)["fingerprint"]
+    before = prints[PROFILE_ID].map(old)
+    return (before.isna() | (before != prints["fingerprint"])).to_numpy(dtype=bool)
+
+
 def _write_audience(path: Path, frame: pd.DataFrame) -> None:
     """An audience file: header, 64-hex values only (nothing to quote or neutralise)."""
     pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
@@ -150,6 +176,7 @@ def export_outputs(
     stage: IdentifierStage,
     taxonomy: Taxonomy,
     output: RunOutput,
+    fingerprint_key: bytes,
 ) -> dict[str, Any]:
     """Write the CRM files, the audiences and the analytics Parquet; return their summary."""
     logger = get_run_logger()
@@ -173,20 +200,30 @@ def export_outputs(
         top_n=config.fusion.top_n,
     )
 
-    crm, redacted = fields(needed, interests, purpose=Purpose.CRM_EXPORT)
-    crm, dropped = minimise(crm, bundle, Purpose.CRM_EXPORT)
+    full, redacted = fields(needed, interests, purpose=Purpose.CRM_EXPORT)
+    crm, dropped = minimise(full, bundle, Purpose.CRM_EXPORT)
     files: dict[str, int] = {}
+    written_rows: dict[str, int] = {}
     for name in settings.crm:
         preset = preset_from_config(name, settings.crm_presets.get(name))
         frame = crm
         if name in settings.basis_labels and "lawful_basis" in crm.columns:
             labels = settings.basis_labels[name]
             frame = crm.assign(lawful_basis=crm["lawful_basis"].map(labels).astype(_TEXT))
-        written = write_crm_csv(frame, preset, output.staging / "crm" / name)
-        files[name] = len(written)
+        folder = output.staging / "crm" / name
+        prints = pd.DataFrame(
+            {PROFILE_ID: full[PROFILE_ID], "fingerprint": fingerprints(frame, fingerprint_key)}
+        )
+        if settings.delta:
+            frame = frame[changed(prints, config.output_dir, output.run_id, name)]
+        files[name] = len(write_crm_csv(frame, preset, folder))
+        written_rows[name] = len(frame)
+        prints.to_parquet(folder / FINGERPRINTS, index=False)
+        (folder / FINGERPRINTS).chmod(0o600)
     summary["crm_export"] = {"profiles": len(crm), "columns": list(crm.columns),
                              "dropped_columns": dropped, "redacted_cells": redacted,
-                             "files": files}  # fmt: skip
+                             "files": files, "rows": written_rows,
+                             "delta": settings.delta}  # fmt: skip
 
     ads, redacted = fields(needed, interests, purpose=Purpose.ADS_EXPORT)
     allowed = set(allowed_fields(bundle, Purpose.ADS_EXPORT))

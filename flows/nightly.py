@@ -426,6 +426,7 @@ def nightly_enrichment(
             stage=stage,
             taxonomy=fusion_stage.taxonomy,
             output=output,
+            fingerprint_key=keys.key.secret,
         )
         summary = build_summary(
             run_id,

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.behaviour import PROFILING_COLUMN
 from profiles.identity import PROFILE_ID
 from profiles.personas import PersonaSettings, assign_personas, persona_cards, sizes_by_name
+from profiles.rundir import previous_run_file
 from profiles.taxonomy import Taxonomy
 
 PERSONAS_FILE = "personas.json"
@@ -30,16 +31,10 @@ PERSONAS_FILE = "personas.json"
 def previous_document(output_dir: Path, run_id: str) -> dict[str, Any] | None:
     """The persona document of the latest published run before `run_id` (run ids sort by
     time; partial folders start with a dot and are never read), or None."""
-    if not output_dir.is_dir():
+    path = previous_run_file(output_dir, run_id, PERSONAS_FILE)
+    if path is None:
         return None
-    earlier = sorted(
-        p
-        for p in output_dir.iterdir()
-        if not p.name.startswith(".") and p.name < run_id and (p / PERSONAS_FILE).is_file()
-    )
-    if not earlier:
-        return None
-    document: dict[str, Any] = json.loads((earlier[-1] / PERSONAS_FILE).read_text("utf-8"))
+    document: dict[str, Any] = json.loads(path.read_text("utf-8"))
     return document
 
 

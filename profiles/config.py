@@ -282,6 +282,9 @@ class ExportsConfig(_Model):
     """Ad platforms to write a hashed audience for."""
     analytics: bool = True
     """Write analytics.parquet (fields of the `analytics` destination)."""
+    delta: bool = False
+    """CRM files hold only profiles whose exported values changed (or who are new) since the
+    last successful run's export of the same preset."""
     basis_labels: dict[str, dict[str, str]] = Field(default_factory=_default_basis_labels)
     """Per CRM preset, the CRM's label for each recorded lawful basis (HubSpot's "Legal basis
     for processing contact's data" options). A basis without a label is left empty: which

@@ -202,3 +202,16 @@ class RunOutput:
     def abandon(self) -> None:
         """Close writers after a failure; the staging folder stays for inspection."""
         self.close_accepted()
+
+
+def previous_run_file(output_dir: Path, run_id: str, relative: str) -> Path | None:
+    """`relative` in the latest published run folder before `run_id` that has it (run ids
+    sort by time; partial folders start with a dot and are never read), or None."""
+    if not output_dir.is_dir():
+        return None
+    earlier = sorted(
+        p
+        for p in output_dir.iterdir()
+        if not p.name.startswith(".") and p.name < run_id and (p / relative).is_file()
+    )
+    return earlier[-1] / relative if earlier else None

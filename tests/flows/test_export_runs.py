@@ -128,3 +128,22 @@ def test_hubspots_legal_basis_is_filled_from_the_recorded_basis_only(night: Run)
         recorded = str(profiles.at[row["profile_id"], "basis_crm_export"])
         assert row[column] == labels.get(recorded, "")  # legitimate interests: left empty
     assert any(row[column] for row in rows)
+
+
+def test_a_delta_export_holds_only_people_whose_exported_values_changed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    work = tmp_path_factory.mktemp("delta")
+    generate(people=300, out_dir=work, seed=13)
+    with (work / "enrich.yaml").open("a", encoding="utf-8") as fh:
+        fh.write("exports:\n  crm: [generic]\n  delta: true\n  audiences: [meta]\n")
+    _init_keys(work)
+    first = _run(work)
+    _, everyone = _crm_rows(first, "generic")
+    assert {r["profile_id"] for r in everyone} == _allowed(first, "crm_export")
+    second = _run(work)  # same data: nothing changed, nothing to import
+    _, rows = _crm_rows(second, "generic")
+    assert rows == []
+    assert second.summary()["exports"]["crm_export"]["rows"] == {"generic": 0}
+    fingerprints = pd.read_parquet(second.run_dir / "crm" / "generic" / ".fingerprints.parquet")
+    assert set(fingerprints["profile_id"]) == _allowed(second, "crm_export")
