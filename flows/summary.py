@@ -90,6 +90,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += _behaviour_markdown(summary["behaviour"])
     lines += _fusion_markdown(summary.get("fusion", {}))
     lines += _personas_markdown(summary.get("personas", {}))
+    lines += _exports_markdown(summary.get("exports", {}))
     lines += ["", f"Pseudonym key id: `{summary['pseudonym_key_id']}`"]
     return "\n".join(lines) + "\n"
 
@@ -219,6 +220,29 @@ def _personas_markdown(personas: Mapping[str, Any]) -> list[str]:
         if c["change"] is not None:
             change = f"{c['change']:+,}"
         lines.append(f"| {c['name']} | {c['size']:,} | {change} | {_bar(c['size'], largest)} |")
+    return lines
+
+
+def _exports_markdown(exports: Mapping[str, Any]) -> list[str]:
+    if not exports:
+        return ["", "## Exports", "", "Exports are off."]
+    crm, ads = exports["crm_export"], exports["ads_export"]
+    lines = [
+        "",
+        "## Exports",
+        "",
+        "| destination | profiles | written |",
+        "|---|---:|---|",
+        f"| crm_export | {crm['profiles']:,} | "
+        + ", ".join(f"{p}: {crm['rows'][p]:,} rows in {n} file(s)" for p, n in crm["files"].items())
+        + (" (delta)" if crm.get("delta") else "")
+        + " |",
+        f"| ads_export | {ads['profiles']:,} | "
+        + ", ".join(f"{k} {v:,}" for k, v in ads["rows"].items())
+        + " |",
+    ]
+    if "analytics" in exports:
+        lines.append(f"| analytics | {exports['analytics']['profiles']:,} | analytics.parquet |")
     return lines
 
 

@@ -306,6 +306,7 @@ _HUBSPOT = CrmPreset(
         "phone": "Phone Number",
         "first_name": "First Name",
         "last_name": "Last Name",
+        "country": "Country/Region",
         "lawful_basis": "Legal basis for processing contact's data",
     },
     bom=False,
