@@ -54,6 +54,7 @@ def render_report(summary: Mapping[str, Any], personas: Mapping[str, Any] | None
         _behaviour_section(_map(summary.get("behaviour"))),
         _fusion_section(_map(summary.get("fusion"))),
         _personas_section(_map(personas), currency=_map(summary.get("behaviour")).get("currency")),
+        _exports_section(_map(summary.get("exports"))),
     ]
     return "\n".join(
         [
@@ -393,7 +394,34 @@ _SECTIONS: Final = (
     ("behaviour", "Behaviour"),
     ("fusion", "Interests"),
     ("personas", "Personas"),
+    ("exports", "Exports"),
 )
+
+
+def _exports_section(exports: Mapping[str, Any]) -> str:
+    """Who each destination received, and the files written (gate C decided both)."""
+    if not exports:
+        return _not_run("exports", "Exports", "exports are off.")
+    crm, ads = _map(exports.get("crm_export")), _map(exports.get("ads_export"))
+    rows = [
+        _Row(f"CRM {name}", (_Segment("rows", _n(n), "ok"),))
+        for name, n in _map(crm.get("rows")).items()
+    ]
+    rows += [
+        _Row(f"audience {name}", (_Segment("rows", _n(n), "info"),))
+        for name, n in _map(ads.get("rows")).items()
+    ]
+    analytics = _map(exports.get("analytics"))
+    if analytics:
+        rows.append(_Row("analytics", (_Segment("rows", _n(analytics.get("profiles")), "c5"),)))
+    note = "delta: only new or changed profiles" if crm.get("delta") else ""
+    return _section(
+        "exports",
+        "Exports",
+        "<p>Only people gate C allowed for each destination, only the fields its allow-list "
+        "names; audiences hold SHA-256 values only.</p>",
+        _bar_chart("Rows written per destination file", rows, note=note),
+    )
 
 
 def _nav(sections: tuple[tuple[str, str], ...] = _SECTIONS) -> str:

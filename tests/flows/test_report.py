@@ -324,6 +324,7 @@ def test_the_report_is_one_balanced_html5_document() -> None:
         "behaviour",
         "fusion",
         "personas",
+        "exports",
     ]
 
 
@@ -562,3 +563,19 @@ def test_write_report_writes_the_rendered_document(tmp_path: Path) -> None:
 
     assert written == path
     assert path.read_text(encoding="utf-8") == render_report(_summary(), _personas())
+
+
+def test_the_exports_section_shows_rows_per_destination_file() -> None:
+    summary = {
+        "run_id": "r1",
+        "exports": {
+            "crm_export": {"profiles": 543, "rows": {"hubspot": 543}, "files": {"hubspot": 1}},
+            "ads_export": {"profiles": 189, "rows": {"meta": 185, "google-personalized": 100}},
+            "analytics": {"profiles": 603},
+        },
+    }
+    page = render_report(summary)
+    for text in ("CRM hubspot", "audience meta", "audience google-personalized", "analytics"):
+        assert text in page
+    assert "543" in page
+    assert "Not run: exports are off." in render_report({"run_id": "r1"})
