@@ -315,7 +315,8 @@ class ChainedDecisionLog:
         if self._loaded:
             return
         self._loaded = True
-        (self.directory / SEGMENTS).mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.directory / SEGMENTS).mkdir(exist_ok=True, mode=0o700)
         if not (self.directory / MANIFEST).exists():
             manifest = {
                 "log_id": str(uuid.uuid4()),

@@ -97,8 +97,15 @@ class Keyring:
 
     @classmethod
     def load(cls, path: Path) -> Keyring:
-        """Read a keyring file; raise KeyMaterialError if it is unreadable or malformed."""
+        """Read a keyring file; raise KeyMaterialError if it is unreadable, malformed, or
+        readable by anyone but its owner (the keys would no longer be secret)."""
         try:
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise KeyMaterialError(
+                    f"key file {path} is readable by others (mode {mode:04o}); refusing to use "
+                    f"it: `chmod 600 {path}`, and rotate the keys if others may have read them"
+                )
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(keys=data["keys"], active=data["active"])
         except FileNotFoundError:

@@ -269,3 +269,9 @@ def test_a_line_cut_by_a_crash_is_dropped_and_the_run_sealed(tmp_path: Path) -> 
     again.checkpoint("run1")
     assert [c["entries"] for c in again.checkpoints()] == [2, 1]
     assert verify(directory, PINS).ok
+
+
+def test_the_log_is_private_to_its_owner(tmp_path: Path) -> None:
+    directory = _log(tmp_path, runs=1)
+    for path in [directory, directory / "segments", *directory.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path

@@ -87,7 +87,20 @@ def test_keyring_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(KeyMaterialError, match="enrich keys init"):
         Keyring.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "bad.json").chmod(0o600)
     with pytest.raises(KeyMaterialError, match="unreadable"):
         Keyring.load(tmp_path / "bad.json")
     with pytest.raises(KeyMaterialError, match="no active quarantine key"):
         Keyring().active_key("quarantine")
+
+
+def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    ring = Keyring()
+    ring.add("pseudonym")
+    ring.save(path)
+    path.chmod(0o644)
+    with pytest.raises(KeyMaterialError, match=r"readable by others \(mode 0644\).*chmod 600"):
+        Keyring.load(path)
+    path.chmod(0o600)
+    assert Keyring.load(path).active_key("pseudonym").key_id == ring.active["pseudonym"]
