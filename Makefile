@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fusion.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/exports.py
+	$(BIN)/python bench/nightly.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
