@@ -61,7 +61,7 @@ from profiles.identifiers import IdentifierStage, present_column, pseudonymise_v
 from profiles.identity import PreviousIdentity, Resolution, resolve
 from profiles.ingest import count_records, read_source
 from profiles.quarantine import Sealer, rows_without_identifier, unparseable_rows
-from profiles.rundir import PROFILE_ID, ROW_COLUMNS, RunOutput
+from profiles.rundir import PROFILE_ID, ROW_COLUMNS, NightLock, RunOutput
 from profiles.settings import EnrichSettings
 from profiles.store import StateStore, StoreError
 from profiles.types import NAME_FIELDS, IdentifierKind, SourceKind
@@ -313,12 +313,19 @@ def nightly_enrichment(
 
     `as_of` (ISO date) is the night whose state the behaviour scores describe: orders after
     its end are ignored, so any past night can be reproduced; default: now. Returns the run's
-    output folder. Fails if any source's rows do not balance.
+    output folder. Fails if any source's rows do not balance, and at once if another run
+    holds the same state folder (runs are refused, never interleaved).
     """
+    config: RunConfig = load_run_config(config_path)
+    with NightLock(config.state_dir):
+        return _night(config, config_path, run_id=run_id, as_of=as_of)
+
+
+def _night(config: RunConfig, config_path: str, *, run_id: str | None, as_of: str | None) -> str:
+    """The body of `nightly_enrichment`, under its lock."""
     logger = get_run_logger()
     started = datetime.now(UTC)
     scores_as_of = started if as_of is None else end_of_day(as_of)
-    config: RunConfig = load_run_config(config_path)
     run_id = run_id or new_run_id(started)
     settings = EnrichSettings()
     keys = _run_keys(config, settings, Path(config_path))

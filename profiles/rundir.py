@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from profiles.errors import EnrichError
 from profiles.identifiers import present_column
 from profiles.ingest import LINE
 from profiles.quarantine import COLUMNS as QUARANTINE_COLUMNS
@@ -215,3 +217,39 @@ def previous_run_file(output_dir: Path, run_id: str, relative: str) -> Path | No
         if not p.name.startswith(".") and p.name < run_id and (p / relative).is_file()
     )
     return earlier[-1] / relative if earlier else None
+
+
+class NightLockedError(EnrichError):
+    """Another run holds the state folder."""
+
+
+class NightLock:
+    """An exclusive lock on a state folder for one run (`flock` on `<state_dir>/run.lock`):
+    a second run on the same state is refused at once, never interleaved. The operating system
+    drops the lock when the holding process ends, so a crashed run never blocks the next."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "run.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> NightLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise NightLockedError(
+                f"another run holds {self.path} (process {holder}); wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -37,7 +37,7 @@ from profiles.config import SourceConfig, load_run_config
 from profiles.errors import SourceError
 from profiles.hashing import Keyring
 from profiles.quarantine import field_reasons
-from profiles.rundir import LINK_COLUMNS
+from profiles.rundir import LINK_COLUMNS, NightLock, NightLockedError
 from profiles.synth import generate
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "small"
@@ -386,3 +386,15 @@ def test_missing_source_file_fails_the_run_naming_the_file(tmp_path: Path) -> No
     with pytest.raises(SourceError, match=r"source newsletter: file .*newsletter\.csv not found"):
         nightly_enrichment(config_path=str(tmp_path / "enrich.yaml"))
     assert not list((tmp_path / "out").glob("2*")), "a failed run published outputs"
+
+
+def test_a_second_run_on_the_same_state_is_refused_not_interleaved(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path, dirs_exist_ok=True)
+    _init_keys(tmp_path)
+    config = load_run_config(tmp_path / "enrich.yaml")
+    with NightLock(config.state_dir):
+        state = nightly_enrichment(config_path=str(tmp_path / "enrich.yaml"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(NightLockedError, match="another run holds"):
+        state.result()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
