@@ -9,6 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from profiles.config import SourceConfig
 from profiles.errors import SourceError
@@ -142,3 +144,38 @@ def test_parquet_source_casts_to_text_and_numbers_rows(tmp_path: Path) -> None:
     assert frame["customer_id"].tolist() == ["1", "2", ""]
     assert bad.empty
     assert count_records(source) == 3
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.binary(max_size=400)
+    | st.lists(
+        st.sampled_from(
+            [b"a", b",", b'"', b"\n", b"\r", b"\r\n", b"\x00", b"\xff", b"\xc3\xa9", b"=cmd", b";"]
+        ),
+        max_size=80,
+    ).map(b"".join),
+    header=st.booleans(),
+)
+def test_random_bytes_are_read_or_rejected_with_a_source_error_and_nothing_is_lost(
+    tmp_path: Path, body: bytes, header: bool
+) -> None:
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes((b"Name,E-mail,Phone\n" if header else b"") + body)
+    try:
+        chunks = list(read_source(_source(path), 7))
+    except SourceError as exc:
+        rejected = str(exc)
+    else:
+        rejected = ""
+    if rejected:
+        assert "fuzz.csv" in rejected  # a typed rejection that names the file
+        return
+    lines = [int(x) for c in chunks for x in (*c.frame["line"], *c.unparseable["line"])]
+    assert len(lines) == len(set(lines))  # every record once
+    assert all(line >= 2 for line in lines)  # the header is never a record
+    assert sum(c.rows_in for c in chunks) == len(lines)
+    for c in chunks:
+        assert set(c.unparseable.columns) >= {"line", "detail"}
