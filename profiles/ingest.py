@@ -64,8 +64,20 @@ def _text_encoding(encoding: str) -> str:
 
 def _mapped_indices(source: SourceConfig, header: list[str]) -> dict[str, int]:
     positions: dict[str, int] = {}
+    seen: dict[str, list[int]] = {}
     for i, name in enumerate(header):
         positions.setdefault(name.strip(), i)
+        seen.setdefault(name.strip(), []).append(i + 1)
+    repeated = [
+        f"{col!r} (columns {', '.join(map(str, seen[col]))})"
+        for col in dict.fromkeys(source.columns.values())
+        if len(seen.get(col, [])) > 1
+    ]
+    if repeated:
+        raise SourceError(
+            f"source {source.name}: {source.path}: header line 1: mapped column(s) "
+            f"{', '.join(repeated)} appear more than once; which one is meant is ambiguous"
+        )
     missing = [col for col in source.columns.values() if col not in positions]
     if missing:
         found = ", ".join(repr(h) for h in header) or "(none)"

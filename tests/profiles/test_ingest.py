@@ -179,3 +179,16 @@ def test_random_bytes_are_read_or_rejected_with_a_source_error_and_nothing_is_lo
     assert sum(c.rows_in for c in chunks) == len(lines)
     for c in chunks:
         assert set(c.unparseable.columns) >= {"line", "detail"}
+
+
+def test_a_mapped_column_that_appears_twice_in_the_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text("Name,E-mail,Phone,E-mail\nAnn,a@example.com,1,b@example.com\n", "utf-8")
+    with pytest.raises(
+        SourceError, match=r"crm\.csv: header line 1: mapped column\(s\) 'E-mail' \(columns 2, 4\)"
+    ):
+        list(read_source(_source(path), 10))
+    # a repeated column nobody maps is harmless
+    path.write_text("Name,E-mail,Phone,Notes,Notes\nAnn,a@example.com,1,x,y\n", "utf-8")
+    frame, _ = _read_all(_source(path))
+    assert frame["email"].tolist() == ["a@example.com"]
