@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.keys import resolve_signer
-from policy.audit import ChainedDecisionLog, Verification, pinned_keys, verify
+from policy.audit import ChainedDecisionLog, Signer, Verification, pinned_keys, verify
 from profiles.config import RunConfig
+from profiles.rundir import SUMMARY_FILE, published_runs
 from profiles.settings import EnrichSettings
 
 
@@ -24,6 +25,11 @@ def writer(config: RunConfig, config_path: Path, settings: EnrichSettings) -> Ch
     signer = resolve_signer(
         settings, config.state_dir, config.audit.public_keys, config=config_path
     )
+    return signed_log(config, signer)
+
+
+def signed_log(config: RunConfig, signer: Signer) -> ChainedDecisionLog:
+    """The config's decision log, writing with `signer` (already checked against the pins)."""
     return ChainedDecisionLog(
         config.decision_log_dir, signer=signer, segment_entries=config.audit.segment_entries
     )
@@ -36,11 +42,9 @@ def verify_log(log_dir: Path, public_keys: tuple[str, ...]) -> Verification:
 
 def run_summaries(config: RunConfig) -> Iterator[dict[str, Any]]:
     """The published runs' summaries, oldest first (run ids sort by time)."""
-    if not config.output_dir.is_dir():
-        return
-    for run in sorted(config.output_dir.iterdir()):
-        path = run / "run_summary.json"
-        if not run.name.startswith(".") and path.is_file():
+    for run in published_runs(config.output_dir):
+        path = run / SUMMARY_FILE
+        if path.is_file():
             yield json.loads(path.read_text(encoding="utf-8"))
 
 

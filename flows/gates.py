@@ -25,7 +25,7 @@ from policy.engine import GATE_PURPOSES, evaluate, subject_regimes
 from policy.facts import build_facts
 from policy.types import Gate, Purpose
 from profiles.config import RunConfig
-from profiles.rundir import LINKS_FILE, PROFILES_FILE
+from profiles.rundir import LINKS_FILE, PROFILES_FILE, published_runs
 from profiles.settings import EnrichSettings
 from profiles.store import StateStore
 from profiles.types import SourceKind
@@ -131,11 +131,7 @@ def customers_of(config: RunConfig, links: pd.DataFrame) -> list[str]:
 
 def latest_run_dir(config: RunConfig) -> Path | None:
     """The newest published run folder, if any."""
-    if not config.output_dir.is_dir():
-        return None
-    runs = sorted(
-        p for p in config.output_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    runs = published_runs(config.output_dir)
     return runs[-1] if runs else None
 
 

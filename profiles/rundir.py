@@ -206,16 +206,19 @@ class RunOutput:
         self.close_accepted()
 
 
-def previous_run_file(output_dir: Path, run_id: str, relative: str) -> Path | None:
-    """`relative` in the latest published run folder before `run_id` that has it (run ids
-    sort by time; partial folders start with a dot and are never read), or None."""
+def published_runs(output_dir: Path) -> list[Path]:
+    """The published run folders, oldest first (run ids sort by time; partial folders start
+    with a dot and are never read)."""
     if not output_dir.is_dir():
-        return None
-    earlier = sorted(
-        p
-        for p in output_dir.iterdir()
-        if not p.name.startswith(".") and p.name < run_id and (p / relative).is_file()
-    )
+        return []
+    return sorted(p for p in output_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def previous_run_file(output_dir: Path, run_id: str, relative: str) -> Path | None:
+    """`relative` in the latest published run folder before `run_id` that has it, or None."""
+    earlier = [
+        p for p in published_runs(output_dir) if p.name < run_id and (p / relative).is_file()
+    ]
     return earlier[-1] / relative if earlier else None
 
 
