@@ -56,6 +56,7 @@ from flows.report import (
     _svg_open,
     _table,
     _tiles,
+    page,
 )
 
 _FOLD_AT: Final = 100_000
@@ -298,28 +299,12 @@ def audit_report(
         _quality_section(runs),
         _personas_section(runs),
     ]
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            '<meta name="robots" content="noindex">',
-            f"<title>{_e(title)} — audit report</title>",
-            f"<style>{_CSS}{_AUDIT_CSS}</style>",
-            "</head>",
-            "<body>",
-            _header(title, verification, counted),
-            _nav(_SECTIONS),
-            "<main>",
-            *sections,
-            "</main>",
-            _footer(counted, runs),
-            "</body>",
-            "</html>",
-            "",
-        ]
+    return page(
+        f"{title} — audit report",
+        css=_CSS + _AUDIT_CSS,
+        top=(_header(title, verification, counted), _nav(_SECTIONS)),
+        sections=sections,
+        footer=_footer(counted, runs),
     )
 
 

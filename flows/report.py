@@ -56,6 +56,18 @@ def render_report(summary: Mapping[str, Any], personas: Mapping[str, Any] | None
         _personas_section(_map(personas), currency=_map(summary.get("behaviour")).get("currency")),
         _exports_section(_map(summary.get("exports"))),
     ]
+    return page(
+        f"Enrichment run {run_id}",
+        css=_CSS,
+        top=(_header(summary, _map(personas)), _nav()),
+        sections=sections,
+        footer=_footer(summary, personas),
+    )
+
+
+def page(title: str, *, css: str, top: Sequence[str], sections: Sequence[str], footer: str) -> str:
+    """One complete HTML5 document: head with the title and inline CSS, then the header
+    parts, the sections inside <main>, and the footer (all parts already escaped HTML)."""
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -64,16 +76,15 @@ def render_report(summary: Mapping[str, Any], personas: Mapping[str, Any] | None
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             '<meta name="robots" content="noindex">',
-            f"<title>Enrichment run {_e(run_id)}</title>",
-            f"<style>{_CSS}</style>",
+            f"<title>{_e(title)}</title>",
+            f"<style>{css}</style>",
             "</head>",
             "<body>",
-            _header(summary, _map(personas)),
-            _nav(),
+            *top,
             "<main>",
             *sections,
             "</main>",
-            _footer(summary, personas),
+            footer,
             "</body>",
             "</html>",
             "",
