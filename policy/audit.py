@@ -509,8 +509,6 @@ class Verification:
     runs: int = 0
     keys: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    heads: dict[int, str] = field(default_factory=dict)
-    """seq → hash of the entries checkpoints start or end at (only while verifying)."""
 
     @property
     def ok(self) -> bool:
@@ -582,7 +580,9 @@ def verify(directory: Path, pinned: Mapping[str, str]) -> Verification:
         problems.append(Problem("checkpoints.jsonl is not valid JSON lines"))
     ends = {cp.get("last_seq") for cp in checkpoints} | {cp.get("first_seq") for cp in checkpoints}
     expected, prev = 0, GENESIS
+    # run id and hash of the entries checkpoints start or end at, by seq
     runs: dict[int, str] = {}
+    heads: dict[int, str] = {}
     run_ids: set[str] = set()
     segments = segments_of(directory)
     result.segments = len(segments)
@@ -595,7 +595,7 @@ def verify(directory: Path, pinned: Mapping[str, str]) -> Verification:
                         problems.append(Problem(problem, path.name, number, seq))
                     if seq in ends:
                         runs[seq] = run_id
-                        result.heads[seq] = digest
+                        heads[seq] = digest
                     run_ids.add(run_id)
                     expected, prev = seq + 1, digest
                     result.entries += 1
@@ -603,9 +603,8 @@ def verify(directory: Path, pinned: Mapping[str, str]) -> Verification:
             problems.append(
                 Problem(f"unreadable ({type(exc).__name__}): cut or damaged", path.name)
             )
-    _check_checkpoints(checkpoints, pinned, result, runs, last_seq=expected - 1)
+    _check_checkpoints(checkpoints, pinned, result, runs, heads=heads, last_seq=expected - 1)
     result.runs = len(run_ids - {""})
-    result.heads = {}
     return result
 
 
@@ -615,6 +614,7 @@ def _check_checkpoints(
     result: Verification,
     runs: Mapping[int, str],
     *,
+    heads: Mapping[int, str],
     last_seq: int,
 ) -> None:
     problems = result.problems
@@ -657,7 +657,7 @@ def _check_checkpoints(
                     seq=last_seq,
                 )
             )
-        elif result.heads.get(last) != cp.get("head_hash"):
+        elif heads.get(last) != cp.get("head_hash"):
             problems.append(
                 Problem(
                     "head hash differs from the log's entry (rewritten)", checkpoint=index, seq=last
