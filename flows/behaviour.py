@@ -29,6 +29,11 @@ from profiles.types import CanonicalField, SourceKind
 PROFILING_COLUMN = "decision_profiling"
 
 
+def allowed_for_profiling(profiles: pd.DataFrame) -> pd.Series:
+    """The profile ids gate B allowed (profiling needs an outright allow)."""
+    return profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID]
+
+
 def order_lines(
     config: RunConfig, output: RunOutput, allowed: pd.Series, *, scoring_currency: str
 ) -> pd.DataFrame:
@@ -74,7 +79,7 @@ def score_behaviour(
     if not settings.enabled:
         return profiles, empty_signals().rename(columns={SUBJECT: PROFILE_ID}), {}
     logger = get_run_logger()
-    allowed = profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID]
+    allowed = allowed_for_profiling(profiles)
     lines = order_lines(config, output, allowed, scoring_currency=settings.money.scoring_currency)
     logger.info(
         "behaviour: %s order lines of %s profiles allowed for profiling, as of %s",

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.behaviour import PROFILING_COLUMN
+from flows.behaviour import allowed_for_profiling
 from flows.enrich import Candidates
 from policy.bundle import PolicyBundle
 from policy.engine import allowed_fields, minimise
@@ -231,11 +231,7 @@ def export_outputs(
     emails = ads["email"] if "email_sha256" in allowed else nothing
     phones = ads["phone"] if "phone_sha256" in allowed else nothing
     country = ads["country"] if "country" in allowed else None
-    personalised = (
-        ads[PROFILE_ID]
-        .isin(profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID])
-        .to_numpy(bool)
-    )
+    personalised = ads[PROFILE_ID].isin(allowed_for_profiling(profiles)).to_numpy(bool)
     folder = output.staging / "audiences"
     folder.mkdir(parents=True, exist_ok=True)
     rows: dict[str, int] = {}

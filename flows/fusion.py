@@ -32,7 +32,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from enrichers.declared.provider import DeclaredSettings, declared_signals, parse_declared
-from flows.behaviour import PROFILING_COLUMN
+from flows.behaviour import allowed_for_profiling
 from policy.audit import DecisionLog
 from policy.bundle import PolicyBundle
 from policy.engine import filter_signals
@@ -140,7 +140,7 @@ def fuse_interests(
     is the policy's clock (retention); `as_of` the night the scores describe (signal ages).
     """
     logger = get_run_logger()
-    allowed = profiles.loc[profiles[PROFILING_COLUMN] == "allow", PROFILE_ID]
+    allowed = allowed_for_profiling(profiles)
     declared, declared_dropped = preference_signals(
         config, stage, output=output, allowed=allowed, as_of=as_of
     )

@@ -28,6 +28,7 @@ from prefect.context import FlowRunContext
 
 from enrichers.base import ProviderSettings, empty_signals
 from enrichers.behaviour.config import BehaviourSettings, parse_behaviour
+from flows.audit import signed_log
 from flows.behaviour import score_behaviour
 from flows.enrich import candidates, enrich_with, provider_settings
 from flows.exports import export_outputs
@@ -350,9 +351,7 @@ def _night(config: RunConfig, config_path: str, *, run_id: str | None, as_of: st
         store.close()
         raise
     progress = _Progress(total)
-    log = ChainedDecisionLog(
-        config.decision_log_dir, signer=keys.signer, segment_entries=config.audit.segment_entries
-    )
+    log = signed_log(config, keys.signer)
     try:
         with IdentifierStage(
             config.identifiers, keys.pseudonymiser, workers=config.performance.workers
