@@ -36,6 +36,10 @@ distinct values looked up in the cache, and new ones validated in batches; HMACs
 forms are computed in this process (the key never leaves it), and outcomes reach the rows
 by an Arrow `take` on the factorised codes, with no Python code per row.
 
+Most email addresses are a plain ASCII local part at a domain, and the validator's work is
+almost all in the domain: for those, `email_key` asks the validator about the domain once per
+process and checks the rest (the result is the validator's, see `email_key`).
+
 Batches go to a pool of `workers` processes. The stage runs in Prefect worker threads, where
 forking is unsafe, so the pool uses a fork server (a fresh process that imports `__main__`
 and this module once; each worker is a fork of it). The pool is started in a background
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import re
 import threading
 import unicodedata
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -62,6 +67,7 @@ from concurrent.futures import (
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from itertools import repeat
 from time import monotonic
 from types import TracebackType
@@ -77,6 +83,7 @@ import pyarrow as pa
 from email_validator import EmailNotValidError, validate_email
 from email_validator.deliverability import validate_email_deliverability
 from email_validator.exceptions import EmailUndeliverableError
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
 
 from profiles.config import IdentifierConfig, SourceConfig
 from profiles.countries import normalise_country
@@ -198,13 +205,9 @@ def check_email(raw: str, config: IdentifierConfig) -> Checked:
     rules = _rules(config)
     if value.casefold() in rules.tokens:
         return None, ReasonCode.EMAIL_PLACEHOLDER
-    try:
-        normalised = validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError:
+    key = email_key(value)
+    if key is None:
         return None, ReasonCode.EMAIL_SYNTAX
-    except Exception:  # a validator bug on odd input is a bad value too, not a failed run
-        return None, ReasonCode.EMAIL_SYNTAX
-    key = normalised.lower()
     local, _, domain = key.rpartition("@")
     # the placeholder lists are stored casefolded; casefold equals lower for ASCII addresses
     if (
@@ -214,6 +217,50 @@ def check_email(raw: str, config: IdentifierConfig) -> Checked:
     ):
         return None, ReasonCode.EMAIL_PLACEHOLDER
     return key, None
+
+
+_SIMPLE_EMAIL = re.compile(r"([A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*)@([A-Za-z0-9.-]+)")
+"""An ASCII address whose local part is a dot-atom and whose domain has no special signs."""
+
+
+def email_key(value: str) -> str | None:
+    """`validate_email(value, check_deliverability=False).normalized.lower()`, None if invalid.
+
+    Most addresses are `local@domain` with a plain ASCII dot-atom before the @-sign, and the
+    validator's work is almost all in the domain. For those (`_SIMPLE_EMAIL`) the validator
+    checks the local part as written and the domain on its own, then the address's length: so
+    the address is valid iff the validator accepts "a@" + domain (once per domain, cached) and
+    the address, with the domain as written, normalised and in IDNA ASCII, is at most
+    `EMAIL_MAX_LENGTH` UTF-8 bytes; its normalised form is the local part, "@" and the
+    normalised domain. Any other address goes to the validator as a whole.
+    """
+    simple = _SIMPLE_EMAIL.fullmatch(value)
+    if simple is None:
+        try:
+            return str(validate_email(value, check_deliverability=False).normalized).lower()
+        except EmailNotValidError:
+            return None
+        except Exception:  # a validator bug on odd input is a bad value too, not a failed run
+            return None
+    local, domain = simple.groups()
+    forms = _domain_forms(domain)
+    if forms is None:
+        return None
+    normalised = f"{local}@{forms[0]}"
+    for address in (value, normalised, f"{local}@{forms[1]}"):
+        if len(address.encode()) > EMAIL_MAX_LENGTH:
+            return None
+    return normalised.lower()
+
+
+@lru_cache(maxsize=1 << 16)
+def _domain_forms(domain: str) -> tuple[str, str] | None:
+    """The normalised and IDNA ASCII forms of a mail domain, None if the validator refuses it."""
+    try:
+        probe = validate_email(f"a@{domain}", check_deliverability=False)
+    except Exception:  # EmailNotValidError, or a validator bug: either way no address is valid
+        return None
+    return str(probe.domain), str(probe.ascii_domain)
 
 
 def check_phone(raw: str, region: str | None, config: IdentifierConfig) -> Checked:
@@ -801,7 +848,7 @@ class IdentifierStage:
             )
         self._caches = {kind: _Cache() for kind in IdentifierKind}
         # pseudonym -> normalised value of emails and phones, for gate-A-approved provider
-        # requests in this run only: kept in memory, never written anywhere
+        # requests in this run only: kept in memory until `take_vault` hands entries over
         self._vault: dict[IdentifierKind, dict[str, str]] = {
             IdentifierKind.EMAIL: {},
             IdentifierKind.PHONE: {},
@@ -826,6 +873,8 @@ class IdentifierStage:
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
+        # the mail domains `email_key` remembers are the run's data: they do not outlive it
+        _domain_forms.cache_clear()
 
     def worker_pids(self) -> list[int]:
         """Process ids of the running worker processes (empty until the pool is started)."""
@@ -835,12 +884,26 @@ class IdentifierStage:
         """The normalised email or E.164 phone behind pseudonyms this stage made in this run.
 
         Raw identifiers exist only inside the identifier stage; this is how an enrichment
-        request that policy gate A approved gets the value it must send. None where unknown.
+        request that policy gate A approved gets the value it must send. None where unknown,
+        and for entries `take_vault` has taken: those are gone from the stage.
         """
         if kind not in self._vault:
             raise ValueError(f"no normalised values are kept for {kind}")
         vault = self._vault[kind]
         return [vault.get(p) for p in pseudonyms]
+
+    def take_vault(self) -> dict[IdentifierKind, dict[str, str]]:
+        """Take the pseudonym -> normalised value entries (emails, phones) collected since the
+        previous call; the stage keeps none of them.
+
+        An entry is collected when a value is validated, which happens once per spelling in a
+        run: a later chunk with the same spelling finds it cached and adds nothing, one with
+        another spelling (" Ann@X.org" after "ann@x.org") adds the same entry again. A chunk
+        task seals and writes what it took, and the stage holds raw values no longer than that.
+        """
+        with self._lock:
+            taken, self._vault = self._vault, {kind: {} for kind in self._vault}
+        return taken
 
     def cache_size(self) -> int:
         """Distinct stripped values whose outcome is cached, all kinds together."""

@@ -4,19 +4,31 @@ A CSV record that cannot be read as a row (wrong number of fields, bytes that ar
 the declared encoding) is not an error: it comes back in `SourceChunk.unparseable` with its
 line number so the flow can quarantine it as ROW_UNPARSEABLE. Only a file that cannot be read
 at all (missing, no header, mapped columns absent) raises SourceError.
+
+`read_source` reads a source from start to end. `plan_chunks` cuts it into `ChunkSpec`s at
+record boundaries and `read_chunk` reads one of them on its own (in any order, in any
+process); the chunks of a plan, concatenated, hold exactly what `read_source` yields. Both read
+CSV records with one reader, `_csv_chunks`.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import io
 import json
+import mmap
 import re
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import compress, islice, repeat, tee
 from typing import Any, TextIO
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,12 +36,27 @@ import pyarrow.parquet as pq
 
 from profiles.config import SourceConfig
 from profiles.errors import SourceError
+from profiles.types import TEXT_DTYPE
 
 LINE = "line"
 """Column holding the 1-based line (CSV) or row (Parquet) number of each record."""
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+_BATCH = 256
+"""Records taken from the csv module per call. The per-record checks run per batch, in C; and a
+batch has fewer lists than it takes to set off a garbage collection (700 new objects), which
+would walk the chunk's growing columns (4096 records per batch made reading 3x slower)."""
+_BLOCK_MIN = 1 << 16
+_BLOCK_MAX = 1 << 23
+"""Bytes `plan_chunks` scans at once: from the minimum after a resync, doubling up to the max."""
+_RESYNC_LINES = 1024
+"""Lines at least that `plan_chunks` reads with the csv module where quotes are ambiguous, so a
+file with ambiguous quotes on many lines is read in stretches, not one scan per quote."""
+_LF, _CR, _QUOTE = ord("\n"), ord("\r"), ord('"')
+_LINE_BYTES = re.compile(rb"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+"""One line as text files opened with newline="" split them: ends at CRLF, LF or a lone CR."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,25 @@ class SourceChunk:
     def rows_in(self) -> int:
         """Data records in this chunk, readable or not."""
         return len(self.frame) + len(self.unparseable)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Where one chunk of a source lies, for `read_chunk`: small and picklable, no data.
+
+    CSV: `start` and `end` are byte offsets of the chunk's first record and just past its last
+    (whole records; the header belongs to no chunk) and `first_line` is the 1-based number of
+    the line at `start`, so line numbers are those `read_source` gives. `start == 0` stands for
+    "the records after the header, read on in the header's own decoded stream" (to `end`, the
+    file size): the one chunk of a file whose byte offsets cannot be trusted. Parquet: `start`
+    and `end` are 0-based row offsets and `first_line` is `start + 1`.
+    """
+
+    source: str
+    index: int
+    start: int
+    end: int
+    first_line: int
 
 
 def _empty_unparseable() -> pd.DataFrame:
@@ -88,14 +134,115 @@ def _mapped_indices(source: SourceConfig, header: list[str]) -> dict[str, int]:
     return {str(field): positions[col] for field, col in source.columns.items()}
 
 
-def read_source(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk]:
-    """Yield the source's records in chunks of at most `chunk_rows` readable rows."""
+def _require_file(source: SourceConfig) -> None:
     if not source.path.is_file():
         raise SourceError(f"source {source.name}: file {source.path} not found")
+
+
+def read_source(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk]:
+    """Yield the source's records in chunks of at most `chunk_rows` readable rows."""
+    _require_file(source)
     if source.format == "parquet":
         yield from _read_parquet(source, chunk_rows)
-    else:
-        yield from _read_csv(source, chunk_rows)
+        return
+    fh, reader, mapped, width = _open_csv(source)
+    with fh:
+        yield from _csv_chunks(
+            fh, source, mapped, width, first_line=reader.line_num + 1, chunk_rows=chunk_rows
+        )
+
+
+def plan_chunks(source: SourceConfig, chunk_rows: int) -> list[ChunkSpec]:
+    """Cut a source into chunks of about `chunk_rows` records, at record boundaries.
+
+    Raises the SourceError `read_source` would for a missing file or a bad header. A source
+    with no records has no chunks, except a file read in one stream (below), which always has
+    one. Parquet chunks are row ranges of `chunk_rows` rows.
+
+    CSV is cut by a scan of its bytes, without parsing it; each cut is a line start that the
+    sequential reader (`csv.reader(strict=False)`) also starts a record at. A quote opens a
+    quoted field only at the start of a field; inside one, `""` is a quote and a line break
+    continues the record. The scan counts quotes: a line break is inside a quoted field when
+    an odd number of quotes precede it since the last record start known for certain. That
+    count is right as long as every quote it takes to open a field follows a delimiter, a line
+    break or a quote (`""`); the scan stops at the first one that does not (a stray quote in
+    an unquoted field, `"a"b"`), reads from the last certain record start with the csv module
+    itself to a record end past it (and on for at least `_RESYNC_LINES` lines) and resumes
+    counting there. A record longer than `csv.field_size_limit()` bytes, where the csv module
+    may cut a field short, is read with the csv module the same way. Line breaks are CRLF, LF
+    or a lone CR, as text opened with newline="" splits them; blank lines belong to the chunk
+    they are in and count as lines, not records; a UTF-8 byte-order mark is part of the
+    header's line, which belongs to no chunk.
+
+    Byte offsets are used only where the encoding decodes the quote, the delimiter, CR and LF
+    from single bytes that mean nothing else and decodes any run of whole lines as the whole
+    file does (UTF-8, ASCII, Latin-1 and the single-byte code pages such as cp1252, with an
+    ASCII delimiter). Any other file (UTF-16, a multi-byte delimiter) is one chunk, read in
+    one stream with its header (`ChunkSpec.start == 0`).
+    """
+    _require_file(source)
+    if source.format == "parquet":
+        parquet, _ = _open_parquet(source)
+        rows = int(parquet.metadata.num_rows)
+        return [
+            ChunkSpec(source.name, i, start, min(start + chunk_rows, rows), start + 1)
+            for i, start in enumerate(range(0, rows, chunk_rows))
+        ]
+    fh, reader, _, _ = _open_csv(source)
+    fh.close()
+    header_lines = reader.line_num
+    size = source.path.stat().st_size
+    codec = _range_codec(source)
+    if codec is None:
+        return [ChunkSpec(source.name, 0, 0, size, header_lines + 1)]
+    with source.path.open("rb") as raw:
+        mm = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        cuts, records = _plan_cuts(mm, source, codec, header_lines, chunk_rows)
+    finally:
+        with contextlib.suppress(BufferError):  # a view kept by an error on its way out
+            mm.close()  # (else the map closes when it is freed)
+    if not records:
+        return []
+    ends = [start for start, _ in cuts[1:]] + [size]
+    return [
+        ChunkSpec(source.name, i, start, end, line)
+        for i, ((start, line), end) in enumerate(zip(cuts, ends, strict=True))
+    ]
+
+
+def read_chunk(source: SourceConfig, spec: ChunkSpec) -> SourceChunk:
+    """Read one chunk that `plan_chunks` planned: its rows, with the line numbers of the file.
+
+    The header is read (and checked, with `read_source`'s SourceErrors) from the file start.
+    """
+    if spec.source != source.name:
+        raise ValueError(f"chunk of source {spec.source!r} read as source {source.name!r}")
+    _require_file(source)
+    if source.format == "parquet":
+        parquet, by_column = _open_parquet(source)
+        return _parquet_chunk(
+            source.name,
+            _parquet_rows(parquet, by_column, spec.start, spec.end),
+            by_column,
+            spec.first_line,
+        )
+    fh, _, mapped, width = _open_csv(source)
+    with fh:
+        if spec.start == 0:
+            lines: Iterable[str] = fh
+        else:
+            codec = _range_codec(source)
+            if codec is None:
+                raise ValueError(f"source {source.name}: byte ranges cannot be read alone")
+            with source.path.open("rb") as raw:
+                raw.seek(spec.start)
+                data = raw.read(spec.end - spec.start)
+            lines = io.StringIO(data.decode(codec, "surrogateescape"), newline="")
+        chunks = _csv_chunks(
+            lines, source, mapped, width, first_line=spec.first_line, chunk_rows=None
+        )
+        return next(chunks, None) or _ChunkBuilder(source.name, mapped).build()
 
 
 def count_records(source: SourceConfig) -> int:
@@ -118,11 +265,22 @@ class _ChunkBuilder:
     def __init__(self, source: str, mapped: dict[str, int]) -> None:
         self.source = source
         self.mapped = mapped
-        self.rows: list[list[str]] = []
-        self.lines: list[int] = []
+        self.columns: dict[str, list[str]] = {name: [] for name in mapped}
+        self.lines: list[npt.NDArray[np.int64]] = []
+        self.readable = 0
         self.bad_lines: list[int] = []
         self.bad_details: list[str] = []
         self.bad_raw: list[str] = []
+
+    def add(self, records: list[list[str]], lines: npt.NDArray[np.int64]) -> None:
+        """Add readable records (each with as many fields as the header) and their lines."""
+        if not records:
+            return
+        fields = list(zip(*records, strict=True))
+        for name, index in self.mapped.items():
+            self.columns[name].extend(fields[index])
+        self.lines.append(lines)
+        self.readable += len(records)
 
     def add_bad(self, line: int, detail: str, record: list[str]) -> None:
         self.bad_lines.append(line)
@@ -130,13 +288,15 @@ class _ChunkBuilder:
         self.bad_raw.append(json.dumps(record))
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.bad_lines)
+        return bool(self.readable or self.bad_lines)
 
     def build(self) -> SourceChunk:
-        columns = list(zip(*self.rows, strict=True)) if self.rows else []
-        data: dict[str, object] = {LINE: pd.Series(self.lines, dtype="int64")}
-        for name, index in self.mapped.items():
-            data[name] = pd.Series(columns[index] if columns else [], dtype=str)
+        lines = np.concatenate(self.lines) if self.lines else np.empty(0, dtype=np.int64)
+        data: dict[str, object] = {LINE: pd.Series(lines, dtype="int64")}
+        for name, values in self.columns.items():
+            # Arrow from the list of str directly: what pd.Series(values, dtype=str) makes,
+            # without its detour through an object array
+            data[name] = pd.array(pa.array(values, type=pa.large_string()), dtype=TEXT_DTYPE)
         unparseable = _empty_unparseable()
         if self.bad_lines:
             unparseable = pd.DataFrame(
@@ -177,41 +337,306 @@ def _open_csv(source: SourceConfig) -> tuple[TextIO, Any, dict[str, int], int]:
     return fh, reader, mapped, len(header)
 
 
-def _read_csv(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk]:
-    fh, reader, mapped, width = _open_csv(source)
-    with fh:
-        chunk = _ChunkBuilder(source.name, mapped)
-        previous_end = reader.line_num
+def _csv_chunks(
+    lines: Iterable[str],
+    source: SourceConfig,
+    mapped: dict[str, int],
+    width: int,
+    *,
+    first_line: int,
+    chunk_rows: int | None,
+) -> Iterator[SourceChunk]:
+    """The CSV record reader: records from text `lines` (the first is line `first_line`).
+
+    Yields chunks of `chunk_rows` readable rows (the last may have fewer), or with
+    `chunk_rows=None` one chunk of everything (none if there is nothing). Records are taken
+    from the csv module in batches; a batch ends where a chunk must end, so a chunk ends right
+    after its last readable row as if records were read one by one. A `csv.Error` (it ends
+    the record at its line; the reader goes on at the next) loses the batch it happened in, so
+    the lines of the current batch are kept (`tee`) and the batch is read again record by
+    record.
+    """
+    chunk = _ChunkBuilder(source.name, mapped)
+    feed, replay = tee(lines)
+    reader = csv.reader(feed, delimiter=source.delimiter, strict=False)
+    line = first_line  # the number of the line the next record starts at
+    read = 0  # reader.line_num at that line
+    one_by_one = False
+    while True:
+        size = 1 if one_by_one else _BATCH
+        if chunk_rows is not None:
+            # at most one readable row too few per record: never past the end of the chunk
+            size = min(size, chunk_rows - chunk.readable)
+        try:
+            records = list(islice(reader, size))
+        except csv.Error as exc:
+            if not one_by_one:
+                feed, replay = tee(replay)
+                reader = csv.reader(feed, delimiter=source.delimiter, strict=False)
+                read, one_by_one = 0, True
+                continue
+            # csv.Error carries no field values, only the parser's complaint
+            chunk.add_bad(line, f"CSV syntax: {exc}", [])
+            consumed = reader.line_num - read
+            deque(islice(replay, consumed), maxlen=0)
+            one_by_one = False
+        else:
+            if not records:
+                break
+            consumed = reader.line_num - read
+            # the batch's lines as read: one string to look for undecodable bytes in
+            text = "".join(islice(replay, consumed))
+            undecodable = not text.isascii() and _UNDECODABLE.search(text) is not None
+            lines = _record_lines(records, line, consumed)
+            _add_records(chunk, records, lines, width, source, undecodable=undecodable)
+        line += consumed
+        read += consumed
+        if chunk_rows is not None and chunk.readable >= chunk_rows:
+            yield chunk.build()
+            chunk = _ChunkBuilder(source.name, mapped)
+    if chunk:
+        yield chunk.build()
+
+
+def _record_lines(records: list[list[str]], line: int, lines: int) -> npt.NDArray[np.int64]:
+    """The line each of `records` starts at; together they span `lines` lines from `line`.
+
+    A record spans one line plus the line breaks (CRLF, CR or LF) inside its quoted fields;
+    the last record's count may be off by one at the end of the file, and is never used.
+    """
+    n = len(records)
+    if lines == n:  # no record spans more than one line
+        return np.arange(line, line + n, dtype=np.int64)
+    joined = list(map("\x1f".join, records))
+
+    def count(text: str) -> npt.NDArray[np.int64]:
+        return np.fromiter(map(str.count, joined, repeat(text)), dtype=np.int64, count=n)
+
+    spans = 1 + count("\n") + count("\r") - count("\r\n")
+    starts = np.full(n, line, dtype=np.int64)
+    starts[1:] += np.cumsum(spans[:-1])
+    return starts
+
+
+def _add_records(
+    chunk: _ChunkBuilder,
+    records: list[list[str]],
+    lines: npt.NDArray[np.int64],
+    width: int,
+    source: SourceConfig,
+    *,
+    undecodable: bool,
+) -> None:
+    """Sort a batch into readable and unparseable records; blank lines are no records.
+
+    `undecodable`: whether any of the records holds bytes not valid in the encoding.
+    """
+    n = len(records)
+    counts = list(map(len, records))
+    if not undecodable and counts.count(width) == n:
+        chunk.add(records, lines)
+        return
+    fields = np.array(counts, dtype=np.intp)
+    wrong = (fields != width) & (fields != 0)
+    bad_bytes = np.zeros(n, dtype=bool)
+    if undecodable:
+        found = map(_UNDECODABLE.search, map("\x1f".join, records))
+        bad_bytes = np.fromiter(map(bool, found), dtype=bool, count=n) & ~wrong
+    for i in np.flatnonzero(wrong | bad_bytes).tolist():
+        if wrong[i]:
+            detail = f"expected {width} fields, found {counts[i]}"
+        else:
+            detail = f"bytes not valid in encoding {source.encoding}"
+        chunk.add_bad(int(lines[i]), detail, records[i])
+    good = (fields == width) & ~bad_bytes
+    chunk.add(list(compress(records, good)), lines[good])
+
+
+def _range_codec(source: SourceConfig) -> str | None:
+    """The codec to decode a run of whole lines cut out of the file with, if there is one.
+
+    There is one if quote, delimiter, CR and LF are distinct ASCII characters and the encoding
+    decodes each of them from its own byte, which never stands for anything else, and decodes
+    a run of lines as the whole file does: UTF-8 (without the byte-order mark, which only
+    precedes the header), ASCII, Latin-1 and single-byte code pages.
+    """
+    specials = (source.delimiter, '"', "\r", "\n")
+    if not all(ch.isascii() for ch in specials) or source.delimiter in '"\r\n':
+        return None
+    info = codecs.lookup(source.encoding)
+    if info.name in ("utf-8", "utf-8-sig"):
+        return "utf-8"
+    if info.name in ("ascii", "iso8859-1"):
+        return info.name
+    # a charmap codec (stdlib code pages) decodes byte by byte through a 256-entry table
+    module = sys.modules.get(getattr(info.incrementaldecoder, "__module__", ""))
+    table = getattr(module, "decoding_table", None)
+    if not isinstance(table, str) or len(table) != 256:
+        return None
+    unique = all(table[ord(ch)] == ch and table.count(ch) == 1 for ch in specials)
+    return info.name if unique else None
+
+
+def _plan_cuts(
+    mm: mmap.mmap, source: SourceConfig, codec: str, header_lines: int, chunk_rows: int
+) -> tuple[list[tuple[int, int]], int]:
+    """Chunk starts (byte offset, line number) and the number of records in the file."""
+    header = list(islice(_LINE_BYTES.finditer(mm), header_lines))
+    start = header[-1].end() if header else 0
+    scanner = _Scanner(mm, source, codec, start, header_lines + 1)
+    cuts = [(start, header_lines + 1)]
+    cut_records = 0
+    for offsets, lines, before in scanner.record_starts():
         while True:
+            i = int(np.searchsorted(before, cut_records + chunk_rows))
+            if i == len(before):
+                break
+            cuts.append((int(offsets[i]), int(lines[i])))
+            cut_records = int(before[i])
+    if len(cuts) > 1 and cut_records == scanner.records:
+        cuts.pop()  # only blank lines after the last cut
+    return cuts, scanner.records
+
+
+class _Scanner:
+    """Finds certain record starts in a CSV file's bytes (the algorithm: `plan_chunks`)."""
+
+    def __init__(
+        self, mm: mmap.mmap, source: SourceConfig, codec: str, start: int, line: int
+    ) -> None:
+        self.mm = mm
+        self.size = len(mm)
+        self.codec = codec
+        self.delimiter = source.delimiter
+        self.opens_after = np.array([ord(source.delimiter), _LF, _CR, _QUOTE], dtype=np.uint8)
+        self.pos = start
+        """Where scanning goes on ..."""
+        self.line = line
+        """... the number of the line holding `pos` ..."""
+        self.inside = False
+        """... and whether the quote count says `pos` is inside a quoted field."""
+        self.start = start
+        """The last record start known for certain ..."""
+        self.start_line = line
+        """... its line ..."""
+        self.records = 0
+        """... and the records (not blank lines) before it; at the end, all of them."""
+
+    def record_starts(
+        self,
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+        """Certain record starts after the first, in order, in batches: byte offsets, line
+        numbers and the records before each."""
+        data = np.frombuffer(self.mm, dtype=np.uint8)
+        try:
+            block = _BLOCK_MIN
+            while self.pos < self.size:
+                end = min(self.pos + block, self.size)
+                found, resync_through = self._scan(data, end)
+                if len(found[0]):
+                    yield found
+                if resync_through is None:
+                    block = min(2 * block, _BLOCK_MAX)
+                    continue
+                found = self._resync(resync_through)
+                if len(found[0]):
+                    yield found
+                block = _BLOCK_MIN
+            self.records += int(self.start < self.size and not self._blank(data, self.start))
+            self.start = self.size
+        finally:
+            del data  # the memory map cannot close while an array views it
+
+    @staticmethod
+    def _blank(data: npt.NDArray[np.uint8], offset: int) -> bool:
+        return bool(data[offset] == _LF or data[offset] == _CR)
+
+    def _scan(
+        self, data: npt.NDArray[np.uint8], end: int
+    ) -> tuple[
+        tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]], int | None
+    ]:
+        """Count quotes over [pos, end): the record starts found, and the line to resync
+        through if the count is unsure somewhere in it (it is sure before that line)."""
+        pos = self.pos
+        block = data[pos:end]
+        lf = np.flatnonzero(block == _LF)
+        cr = np.flatnonzero(block == _CR)
+        after_cr = cr + pos + 1
+        lone = np.ones(len(cr), dtype=bool)
+        within = after_cr < self.size
+        lone[within] = data[after_cr[within]] != _LF
+        breaks = np.sort(np.concatenate([lf, cr[lone]])) if len(cr) else lf
+        ends = breaks + 1  # local offsets just past each line break
+        quotes = np.flatnonzero(block == _QUOTE)
+        opening = quotes[int(self.inside) :: 2]
+        stray = opening[~np.isin(data[opening + pos - 1], self.opens_after)]
+        unsure = int(stray[0]) if len(stray) else None
+        sure = ends if unsure is None else ends[ends <= unsure]
+        outside = (np.searchsorted(quotes, sure) + self.inside) % 2 == 0
+        offsets = (sure + pos)[outside]
+        lines = (self.line + 1 + np.arange(len(sure)))[outside]
+        keep = offsets < self.size
+        offsets, lines = offsets[keep], lines[keep]
+        gaps = np.diff(offsets, prepend=self.start)
+        too_long = np.flatnonzero(gaps > csv.field_size_limit())
+        if len(too_long):
+            # the csv module may cut a field of this record short: resync through its end
+            first = int(too_long[0])
+            unsure = int(offsets[first]) - 1 - pos
+            offsets, lines = offsets[:first], lines[:first]
+        blank = (data[offsets] == _LF) | (data[offsets] == _CR)
+        records = np.cumsum(~blank) - ~blank  # records among the starts found before each
+        before = self.records + int(not self._blank(data, self.start)) + records
+        if len(offsets):
+            self.records = int(before[-1])
+            self.start, self.start_line = int(offsets[-1]), int(lines[-1])
+        if unsure is None:
+            self.line += len(ends)
+            self.inside = (self.inside + len(quotes)) % 2 == 1
+            self.pos = end
+            return (offsets, lines, before), None
+        return (offsets, lines, before), self.line + int(np.count_nonzero(ends <= unsure))
+
+    def _resync(
+        self, through: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Read records with the csv module from the last certain record start through line
+        `through` (and on for `_RESYNC_LINES` lines); scanning goes on at the record start
+        reached, which is returned (if it is not the end of the file)."""
+        end = self.start
+
+        def lines() -> Iterator[str]:
+            nonlocal end
+            for match in _LINE_BYTES.finditer(self.mm, self.start):
+                end = match.end()
+                yield match.group().decode(self.codec, "surrogateescape")
+
+        reader = csv.reader(lines(), delimiter=self.delimiter, strict=False)
+        need = max(through, self.start_line + _RESYNC_LINES - 1) - self.start_line + 1
+        records = 0
+        while reader.line_num < need:
             try:
-                record = next(reader)
+                records += bool(next(reader))
             except StopIteration:
                 break
-            except csv.Error as exc:
-                # csv.Error carries no field values, only the parser's complaint
-                chunk.add_bad(previous_end + 1, f"CSV syntax: {exc}", [])
-                previous_end = reader.line_num
-                continue
-            start, previous_end = previous_end + 1, reader.line_num
-            if not record:
-                continue  # a blank line is not a record
-            if len(record) != width:
-                chunk.add_bad(start, f"expected {width} fields, found {len(record)}", record)
-                continue
-            joined = "\x1f".join(record)
-            if not joined.isascii() and _UNDECODABLE.search(joined):
-                chunk.add_bad(start, f"bytes not valid in encoding {source.encoding}", record)
-                continue
-            chunk.rows.append(record)
-            chunk.lines.append(start)
-            if len(chunk.rows) >= chunk_rows:
-                yield chunk.build()
-                chunk = _ChunkBuilder(source.name, mapped)
-        if chunk:
-            yield chunk.build()
+            except csv.Error:
+                records += 1  # an unparseable record; the reader goes on at the next line
+        self.records += records
+        self.pos = self.start = end
+        self.line = self.start_line = self.start_line + reader.line_num
+        self.inside = False
+        if end >= self.size:
+            return _NONE
+        before = np.array([self.records], dtype=np.int64)
+        return np.array([end], dtype=np.int64), np.array([self.line], dtype=np.int64), before
 
 
-def _read_parquet(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk]:
+_NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+
+
+def _open_parquet(source: SourceConfig) -> tuple[pq.ParquetFile, dict[str, str]]:
+    """Open a Parquet source; return it and the source column of each mapped field."""
     try:
         parquet = pq.ParquetFile(source.path)
     except (pa.ArrowException, OSError) as exc:
@@ -219,19 +644,48 @@ def _read_parquet(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk
             f"source {source.name}: {source.path} is not a readable Parquet file "
             f"({type(exc).__name__})"
         ) from None
-    mapped = _mapped_indices(source, list(parquet.schema_arrow.names))
-    by_column = {field: parquet.schema_arrow.names[i] for field, i in mapped.items()}
+    names = list(parquet.schema_arrow.names)
+    mapped = _mapped_indices(source, names)
+    return parquet, {field: names[i] for field, i in mapped.items()}
+
+
+def _parquet_rows(
+    parquet: pq.ParquetFile, by_column: dict[str, str], start: int, end: int
+) -> pa.Table:
+    """Rows [start, end) of the mapped columns, reading only the row groups that hold them."""
+    metadata = parquet.metadata
+    groups: list[int] = []
+    first = offset = 0
+    for i in range(metadata.num_row_groups):
+        rows = metadata.row_group(i).num_rows
+        if offset + rows > start and offset < end:
+            if not groups:
+                first = offset
+            groups.append(i)
+        offset += rows
+    table = parquet.read_row_groups(groups, columns=sorted(set(by_column.values())))
+    return table.slice(start - first, end - start)
+
+
+def _parquet_chunk(
+    source: str, rows: pa.Table | pa.RecordBatch, by_column: dict[str, str], first_row: int
+) -> SourceChunk:
+    data: dict[str, object] = {
+        LINE: pd.Series(np.arange(first_row, first_row + rows.num_rows, dtype=np.int64))
+    }
+    for field, column in by_column.items():
+        values = pc.fill_null(pc.cast(rows.column(column), pa.large_string()), "")
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        data[field] = pd.array(values, dtype=TEXT_DTYPE)
+    return SourceChunk(source=source, frame=pd.DataFrame(data), unparseable=_empty_unparseable())
+
+
+def _read_parquet(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk]:
+    parquet, by_column = _open_parquet(source)
     first_row = 1
     for batch in parquet.iter_batches(
         batch_size=chunk_rows, columns=sorted(set(by_column.values()))
     ):
-        data: dict[str, object] = {
-            LINE: pd.Series(range(first_row, first_row + batch.num_rows), dtype="int64")
-        }
-        for field, column in by_column.items():
-            values = pc.fill_null(pc.cast(batch.column(column), pa.string()), "")
-            data[field] = pd.Series(values.to_pylist(), dtype=str)
+        yield _parquet_chunk(source.name, batch, by_column, first_row)
         first_row += batch.num_rows
-        yield SourceChunk(
-            source=source.name, frame=pd.DataFrame(data), unparseable=_empty_unparseable()
-        )

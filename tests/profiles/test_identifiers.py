@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 import pytest
+from email_validator import validate_email
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,7 @@ from profiles.identifiers import (
     check_customer_id,
     check_email,
     check_phone,
+    email_key,
     output_columns,
     process_rowwise,
     pseudonymise_values,
@@ -739,3 +741,105 @@ def test_stage_returns_normalised_values_only_for_its_own_pseudonyms() -> None:
         assert stage.normalised(IdentifierKind.PHONE, [phone]) == ["+4520123456"]
         with pytest.raises(ValueError, match="customer_id"):
             stage.normalised(IdentifierKind.CUSTOMER_ID, [])
+
+
+def test_take_vault_hands_over_new_entries_and_keeps_none() -> None:
+    first = _frame(
+        email=["  Jane.Doe@Example.com", "nope@", ""], phone=["+45 20 12 34 56", "", "000000"]
+    )
+    again = _frame(email=["  Jane.Doe@Example.com", "bo@example.org"], phone=["", "+4520123456"])
+    with IdentifierStage(CONFIG, P, workers=1) as stage:
+        out = stage.process(first, CRM)
+        email = str(out["email_pseudonym"].iloc[0])
+        phone = str(out["phone_pseudonym"].iloc[0])
+        taken = stage.take_vault()
+        # accepted values only, each under its pseudonym
+        assert taken == {
+            IdentifierKind.EMAIL: {email: "jane.doe@example.com"},
+            IdentifierKind.PHONE: {phone: "+4520123456"},
+        }
+        # taken entries are gone from the stage
+        assert stage.normalised(IdentifierKind.EMAIL, [email]) == [None]
+        assert stage.normalised(IdentifierKind.PHONE, [phone]) == [None]
+        assert stage.take_vault() == {IdentifierKind.EMAIL: {}, IdentifierKind.PHONE: {}}
+
+        out = stage.process(again, CRM)
+        bo = str(out["email_pseudonym"].iloc[1])
+        assert str(out["email_pseudonym"].iloc[0]) == email
+        assert str(out["phone_pseudonym"].iloc[1]) == phone
+        assert stage.normalised(IdentifierKind.EMAIL, [bo]) == ["bo@example.org"]
+        # a spelling seen before comes from the cache and adds nothing; another spelling of
+        # a known value is validated and brings the same entry again
+        assert stage.take_vault() == {
+            IdentifierKind.EMAIL: {bo: "bo@example.org"},
+            IdentifierKind.PHONE: {phone: "+4520123456"},
+        }
+        assert stage.normalised(IdentifierKind.EMAIL, [bo]) == [None]
+
+
+def _validator_key(value: str) -> str | None:
+    """What `email_key` must give: the validator's normalised address, lower-cased."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except Exception:
+        return None
+
+
+_LABELS = st.one_of(
+    st.text(alphabet="abcXY09-", max_size=8),
+    st.sampled_from(
+        [
+            *["xn--bcher-kva", "xn--abc", "xn--", "localhost", "test", "invalid", "onion"],
+            *["arpa", "com", "123", "a" * 63, "a" * 64, "EXAMPLE", "-a", "a-", "ab--cd"],
+        ]
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    local=st.one_of(
+        st.text(alphabet="abcXYZ019_+-.", max_size=12),
+        st.sampled_from(["a" * 64, "a" * 65, "Postmaster", "a..b", ".a", "a.", "a+b-c_d"]),
+        st.text(max_size=5),
+    ),
+    labels=st.lists(_LABELS, min_size=1, max_size=6),
+    trailing_dot=st.booleans(),
+    padding=st.integers(0, 4),  # long domains, for the address length limit
+)
+def test_email_key_is_the_validators_normalised_address(
+    local: str, labels: list[str], trailing_dot: bool, padding: int
+) -> None:
+    domain = ".".join(labels + ["b" * 60] * padding + (["com"] if padding else []))
+    address = f"{local}@{domain}{'.' if trailing_dot else ''}"
+    assert email_key(address) == _validator_key(address)
+
+
+def _long(length: int, domain: str) -> str:
+    """An address of `length` characters at `domain`."""
+    return "a" * (length - 1 - len(domain)) + "@" + domain
+
+
+_LONG_DOMAIN = ".".join(["b" * 60] * 3 + ["com"])
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Jane.Doe@Example.COM",
+        "user@xn--bcher-kva.example",  # IDNA: normalised to the Unicode domain
+        _long(254, _LONG_DOMAIN),  # the limit
+        _long(255, _LONG_DOMAIN),
+        _long(254, "xn--bcher-kva." + _LONG_DOMAIN[20:]),
+        _long(255, "xn--bcher-kva." + _LONG_DOMAIN[20:]),
+        "x@localhost",
+        "x@example",
+        "x@a.123",
+        "x@-a.com",
+        "a..b@example.com",
+        "Søren@example.com",  # not a plain ASCII local part: the validator decides alone
+    ],
+    ids=lambda a: f"{a[:20]}-{len(a)}",
+)
+def test_email_key_edge_cases(address: str) -> None:
+    assert email_key(address) == _validator_key(address)

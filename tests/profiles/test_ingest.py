@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -12,9 +17,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from profiles import ingest
 from profiles.config import SourceConfig
 from profiles.errors import SourceError
-from profiles.ingest import count_records, read_source
+from profiles.ingest import (
+    ChunkSpec,
+    SourceChunk,
+    count_records,
+    plan_chunks,
+    read_chunk,
+    read_source,
+)
+from profiles.types import TEXT_DTYPE
 
 
 def _source(path: Path, **kw: object) -> SourceConfig:
@@ -192,3 +206,262 @@ def test_a_mapped_column_that_appears_twice_in_the_header_is_refused(tmp_path: P
     path.write_text("Name,E-mail,Phone,Notes,Notes\nAnn,a@example.com,1,x,y\n", "utf-8")
     frame, _ = _read_all(_source(path))
     assert frame["email"].tolist() == ["a@example.com"]
+
+
+def _rows(chunks: list[SourceChunk]) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+    """Readable rows of chunks, concatenated, and their unparseable records as tuples."""
+    frame = pd.concat([c.frame for c in chunks], ignore_index=True) if chunks else pd.DataFrame()
+    bad = [
+        (int(line), str(detail), str(raw))
+        for c in chunks
+        for line, detail, raw in zip(
+            c.unparseable["line"], c.unparseable["detail"], c.unparseable["raw"], strict=True
+        )
+    ]
+    return frame, bad
+
+
+def _assert_plan_reads_like_read_source(source: SourceConfig, chunk_rows: int) -> list[ChunkSpec]:
+    specs = plan_chunks(source, chunk_rows)
+    assert [s.index for s in specs] == list(range(len(specs)))
+    assert all(s.source == source.name for s in specs)
+    assert all(a.end == b.start for a, b in itertools.pairwise(specs))
+    chunks = [read_chunk(source, spec) for spec in specs]
+    expected = list(read_source(source, chunk_rows))
+    frame, bad = _rows([c for c in chunks if c.rows_in])
+    want_frame, want_bad = _rows(expected)
+    if expected:
+        pd.testing.assert_frame_equal(frame, want_frame)
+    else:
+        assert frame.empty
+    assert bad == want_bad
+    lines = [*frame.get("line", []), *(line for line, _, _ in bad)]
+    assert len(lines) == len(set(lines))  # every record once
+    return specs
+
+
+@contextmanager
+def _scan(block: int, grow: int, resync_lines: int, field_limit: int | None) -> Iterator[None]:
+    """Tiny scan blocks and resync stretches (so tests cross them), and a field size limit."""
+    saved = ingest._BLOCK_MIN, ingest._BLOCK_MAX, ingest._RESYNC_LINES, csv.field_size_limit()
+    ingest._BLOCK_MIN, ingest._BLOCK_MAX, ingest._RESYNC_LINES = block, block * grow, resync_lines
+    if field_limit is not None:
+        csv.field_size_limit(field_limit)
+    try:
+        yield
+    finally:
+        ingest._BLOCK_MIN, ingest._BLOCK_MAX, ingest._RESYNC_LINES = saved[:3]
+        csv.field_size_limit(saved[3])
+
+
+_FIELDS = st.one_of(
+    st.sampled_from(
+        [
+            b"",
+            b"ann@example.com",
+            b"+45 20",
+            b"S\xc3\xb8ren",
+            b"J\xf8rgen",
+            b"\x80\x81",
+            b"\xff",
+            b" ",
+        ]
+    ),
+    # quoted fields with delimiters, line breaks and doubled quotes inside
+    st.lists(
+        st.sampled_from([b"a", b",", b";", b"\n", b"\r\n", b"\r", b'""', b"\xc3\xa9", b"\xe9"]),
+        max_size=6,
+    ).map(lambda parts: b'"' + b"".join(parts) + b'"'),
+    # stray quotes in unquoted fields, text after a closing quote, unclosed quotes
+    st.lists(st.sampled_from([b"a", b'"', b"\xe9"]), min_size=1, max_size=4).map(b"".join),
+    st.sampled_from([b'"a"b', b'"a"b"c', b'"a""', b'"', b'"""', b'"a\n', b"\x00"]),
+)
+_RECORDS = st.lists(
+    st.tuples(
+        st.lists(_FIELDS, max_size=5),  # the header has 3: wrong counts are common
+        st.sampled_from([b"\n", b"\n", b"\r\n", b"\r", b"\n\n", b"\r\n\r\n"]),
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content=st.tuples(
+        st.sampled_from(
+            [
+                b"Name,E-mail,Phone\n",
+                b"Name,E-mail,Phone\r\n",
+                b'"Name","E-mail",Phone\r',
+                b"\xef\xbb\xbfName,E-mail,Phone\n",
+                b'"Na\nme",E-mail,Phone,X\n',
+            ]
+        ),
+        _RECORDS,
+        st.booleans(),  # a line break after the last record
+        st.binary(max_size=60),  # noise at the end
+    ),
+    layout=st.tuples(
+        st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"]),
+        st.sampled_from([",", ";"]),
+    ),
+    chunk_rows=st.integers(1, 5),
+    scan=st.tuples(
+        st.integers(1, 40),  # first scan block
+        st.integers(1, 4),  # growth to the largest block
+        st.integers(1, 4),  # lines read with csv past an ambiguous quote
+        st.sampled_from([None, None, 5, 12]),  # csv field size limit
+    ),
+)
+def test_planned_chunks_read_alone_give_what_read_source_gives(
+    tmp_path: Path,
+    content: tuple[bytes, list[tuple[list[bytes], bytes]], bool, bytes],
+    layout: tuple[str, str],
+    chunk_rows: int,
+    scan: tuple[int, int, int, int | None],
+) -> None:
+    header, records, last_break, noise = content
+    encoding, delimiter = layout
+    sep = delimiter.encode()
+    body = b"".join(sep.join(fields) + end for fields, end in records)
+    if not last_break:
+        body = body.rstrip(b"\r\n")
+    data = header.replace(b",", sep) + body + noise
+    if encoding == "utf-16":  # not ASCII-compatible: read as one chunk
+        data = data.decode("latin-1").encode("utf-16")
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(data)
+    source = _source(path, encoding=encoding, delimiter=delimiter)
+    with _scan(*scan):
+        try:
+            list(read_source(source, chunk_rows))
+        except SourceError as exc:
+            rejected = str(exc)
+        else:
+            rejected = ""
+        if rejected:
+            with pytest.raises(SourceError) as planned:
+                plan_chunks(source, chunk_rows)
+            assert str(planned.value) == rejected  # the same message from the plan
+            return
+        specs = _assert_plan_reads_like_read_source(source, chunk_rows)
+    if encoding == "utf-16":
+        assert [(s.start, s.end) for s in specs] == [(0, len(data))]
+
+
+def test_chunks_are_cut_at_record_boundaries_past_multi_line_records_and_stray_quotes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crm.csv"
+    rows = [f"N{i},u{i}@example.com,{i}\r\n" for i in range(40)]
+    rows[3] = 'O"Brien,stray@example.com,3\r\n'  # a quote inside an unquoted field
+    rows[10] = '"Multi\nline, with ""quotes""\n",multi@example.com,10\r\n'
+    rows[21] = "\r\n"  # a blank line
+    path.write_bytes(("Name,E-mail,Phone\r\n" + "".join(rows)).encode())
+    with _scan(block=16, grow=2, resync_lines=1, field_limit=None):
+        specs = _assert_plan_reads_like_read_source(_source(path), 5)
+    assert len(specs) == 8  # 39 records: 5 per chunk, the blank line is no record
+    data = path.read_bytes()
+    for spec in specs:
+        # every chunk starts at a line start, with that line's number
+        assert data[spec.start - 2 : spec.start] == b"\r\n"
+        assert len(data[: spec.start].splitlines()) + 1 == spec.first_line
+    chunk = read_chunk(_source(path), specs[2])
+    assert chunk.frame["line"].tolist() == [12, 15, 16, 17, 18]
+    assert chunk.frame["first_name"].iloc[0] == 'Multi\nline, with "quotes"\n'
+    assert read_chunk(_source(path), specs[0]).frame["first_name"].iloc[3] == 'O"Brien'
+
+
+def test_an_unclosed_quote_makes_the_rest_of_the_file_one_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    rows = [f"N{i},u{i}@example.com,{i}\n" for i in range(20)]
+    rows[12] = 'N12,"u12@example.com,12\n'
+    path.write_text("Name,E-mail,Phone\n" + "".join(rows), encoding="utf-8")
+    specs = _assert_plan_reads_like_read_source(_source(path), 4)
+    assert [s.first_line for s in specs] == [2, 6, 10, 14]
+    assert specs[-1].end == path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [("utf-16", ","), ("utf-8", "¦")],
+    ids=["utf-16", "non-ascii-delimiter"],
+)
+def test_files_without_trustworthy_byte_offsets_are_one_chunk(
+    tmp_path: Path, encoding: str, delimiter: str
+) -> None:
+    path = tmp_path / "crm.csv"
+    body = "".join(f"N{i}{delimiter}u{i}@example.com{delimiter}{i}\n" for i in range(9))
+    path.write_bytes(f"Name{delimiter}E-mail{delimiter}Phone\n{body}".encode(encoding))
+    source = _source(path, encoding=encoding, delimiter=delimiter)
+    specs = _assert_plan_reads_like_read_source(source, 2)
+    assert specs == [ChunkSpec("crm", 0, 0, path.stat().st_size, 2)]
+
+
+def test_a_field_larger_than_the_limit_is_unparseable_in_chunks_too(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    long = "x" * 40
+    rows = [f"N{i},u{i}@example.com,{i}\n" for i in range(12)]
+    # counting quotes, this record ends on its second line; but the csv module gives up on
+    # the long field in its first line and reads the second as a new record, whose quote
+    # opens a field that runs on (until it too is too long, in the next line)
+    rows[5] = f'N5,"{long}\n,"x,5\n'
+    path.write_text("Name,E-mail,Phone\n" + "".join(rows), encoding="utf-8")
+    with _scan(block=32, grow=2, resync_lines=1, field_limit=30):
+        specs = _assert_plan_reads_like_read_source(_source(path), 3)
+        _, bad = _rows(list(read_source(_source(path), 3)))
+    assert [s.first_line for s in specs] == [2, 5, 11, 14]
+    assert [line for line, _, _ in bad] == [7, 8]
+    assert bad[0] == (7, "CSV syntax: field larger than field limit (30)", "[]")
+
+
+def test_plan_and_read_chunk_check_the_header_like_read_source(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text("Name,Email\nAnn,ann@example.com\n", encoding="utf-8")
+    source = _source(path)
+    with pytest.raises(SourceError, match=r"mapped column\(s\) 'E-mail', 'Phone'"):
+        plan_chunks(source, 10)
+    with pytest.raises(SourceError, match=r"mapped column\(s\) 'E-mail', 'Phone'"):
+        read_chunk(source, ChunkSpec("crm", 0, 11, path.stat().st_size, 2))
+    with pytest.raises(SourceError, match="not found"):
+        plan_chunks(_source(tmp_path / "missing.csv"), 10)
+    path.write_text("Name,E-mail,Phone\n\n\n", encoding="utf-8")
+    assert plan_chunks(source, 10) == []  # a header and blank lines: no records, no chunks
+    with pytest.raises(ValueError, match="source 'other'"):
+        read_chunk(source, ChunkSpec("other", 0, 0, 1, 2))
+
+
+def test_chunk_specs_are_small_and_picklable(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text("Name,E-mail,Phone\n" + "a,b,c\n" * 10, encoding="utf-8")
+    spec = plan_chunks(_source(path), 4)[1]
+    assert spec == ChunkSpec("crm", 1, 42, 66, 6)
+    assert pickle.loads(pickle.dumps(spec)) == spec  # noqa: S301 - our own bytes
+    assert len(pickle.dumps(spec)) < 200
+
+
+def test_parquet_chunks_are_row_ranges_read_alone(tmp_path: Path) -> None:
+    path = tmp_path / "crm.parquet"
+    rows = 23
+    table = pa.table(
+        {
+            "E-mail": [f"u{i}@example.com" if i % 4 else None for i in range(rows)],
+            "Phone": pa.array(range(rows), type=pa.int64()),
+            "Name": [f"N{i}" for i in range(rows)],
+        }
+    )
+    pq.write_table(table, path, row_group_size=5)
+    source = _source(path, format="parquet")
+    specs = _assert_plan_reads_like_read_source(source, 7)
+    assert [(s.start, s.end, s.first_line) for s in specs] == [
+        (0, 7, 1),
+        (7, 14, 8),
+        (14, 21, 15),
+        (21, 23, 22),
+    ]
+    chunk = read_chunk(source, specs[1])
+    assert chunk.frame["line"].tolist() == list(range(8, 15))
+    assert chunk.frame["email"].tolist()[:2] == ["u7@example.com", ""]
+    assert chunk.frame["phone"].dtype == chunk.frame["email"].dtype == TEXT_DTYPE
