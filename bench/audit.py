@@ -46,6 +46,17 @@ def batch(subjects: np.ndarray, purpose: str, rng: np.random.Generator) -> pd.Da
     )
 
 
+class _Clock:
+    """Wall and CPU seconds since it was started (CPU time is what a shared machine keeps)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        """(wall, CPU) seconds so far."""
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=2_000_000)
@@ -56,30 +67,30 @@ def main() -> None:
     frames = [batch(subjects, p, rng) for p in PURPOSES]
     signer = Signer.from_seed(bytes(32))
     table = Table(title=f"Decision log: {profiles * len(PURPOSES):,} entries", show_edge=False)
-    for column in ("step", "seconds", "entries/s", "bytes/entry"):
+    for column in ("step", "seconds", "CPU seconds", "entries/s", "bytes/entry"):
         table.add_column(column, justify="left" if column == "step" else "right")
+    n = profiles * len(PURPOSES)
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
         directory = Path(tmp) / "log"
         log = ChainedDecisionLog(directory, signer=signer, segment_entries=10_000_000)
-        started = time.perf_counter()
+        clock = _Clock()
         for frame in frames:
             log.append("run-1", frame, actor="nightly")
-        appended = time.perf_counter() - started
-        n = profiles * len(PURPOSES)
+        appended, cpu = clock.read()
         plain = sum(p.stat().st_size for p in segments_of(directory))
-        table.add_row("append (hash, write, fsync)", f"{appended:.2f}", f"{n / appended:,.0f}",
-                      f"{plain / n:.0f}")  # fmt: skip
-        started = time.perf_counter()
+        table.add_row("append (hash, write, fsync)", f"{appended:.2f}", f"{cpu:.2f}",
+                      f"{n / appended:,.0f}", f"{plain / n:.0f}")  # fmt: skip
+        clock = _Clock()
         log.checkpoint("run-1")
-        closed = time.perf_counter() - started
+        closed, cpu = clock.read()
         packed = sum(p.stat().st_size for p in segments_of(directory))
-        table.add_row("checkpoint (gzip, sign)", f"{closed:.2f}", f"{n / closed:,.0f}",
-                      f"{packed / n:.0f}")  # fmt: skip
-        started = time.perf_counter()
+        table.add_row("checkpoint (gzip, sign)", f"{closed:.2f}", f"{cpu:.2f}",
+                      f"{n / closed:,.0f}", f"{packed / n:.0f}")  # fmt: skip
+        clock = _Clock()
         result = verify(directory, pinned_keys([signer.public_key]))
-        took = time.perf_counter() - started
+        took, cpu = clock.read()
         assert result.ok, result.problems
-        table.add_row("verify", f"{took:.2f}", f"{n / took:,.0f}", "")
+        table.add_row("verify", f"{took:.2f}", f"{cpu:.2f}", f"{n / took:,.0f}", "")
     Console().print(table)
     verdict = "met" if n / took > 200_000 else "NOT met"
     Console().print(f"verify target (> 200,000 entries/s): {n / took:,.0f} -> {verdict}")

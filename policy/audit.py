@@ -37,6 +37,7 @@ consistent.
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import hashlib
 import json
@@ -50,7 +51,10 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -195,18 +199,47 @@ class LogError(Exception):
     """The log folder cannot be written as asked (not a verification finding)."""
 
 
-def _encoded(values: pd.Series) -> np.ndarray[Any, np.dtype[np.object_]]:
-    """Each value as its JSON string literal: a value without a quote, backslash or control
-    character is itself between quotes; any other is encoded by `json.dumps`, once."""
-    text = values.astype(str).reset_index(drop=True)
-    plain = ~text.str.contains(r'["\\\x00-\x1f]', regex=True).to_numpy(dtype=bool)
-    out = ('"' + text + '"').to_numpy(dtype=object)
-    if not plain.all():
-        special = text[~plain]
-        codes, uniques = pd.factorize(special)
-        literals = np.array([json.dumps(str(u), ensure_ascii=False) for u in uniques], dtype=object)
-        out[~plain] = literals[codes]
-    return out
+_TEXT: Final = pa.large_string()
+_NEEDS_ESCAPE: Final = r'["\\\x00-\x1f]'
+
+
+def _escaped(values: pd.Series) -> pa.Array:
+    """Each value as the inside of its JSON string literal: a value without a quote,
+    backslash or control character is itself; any other is encoded by `json.dumps`, once.
+    ValueError if a value is missing (a decision always says something)."""
+    text = values.astype(str)
+    if text.isna().any():
+        raise ValueError(f"decisions.{values.name}: missing values")
+    array = pa.array(text, type=_TEXT, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    data = _data(array)
+    # UTF-8 continuation bytes are >= 0x80, so a byte scan finds exactly these characters
+    if not ((data < 0x20) | (data == ord('"')) | (data == ord("\\"))).any():
+        return array
+    special = np.asarray(pc.match_substring_regex(array, _NEEDS_ESCAPE), dtype=bool)
+    at = np.flatnonzero(special)
+    codes, uniques = pd.factorize(text.iloc[at])
+    inner = np.array([json.dumps(str(u), ensure_ascii=False)[1:-1] for u in uniques], dtype=object)
+    out = array.to_numpy(zero_copy_only=False).astype(object)
+    out[at] = inner[codes]
+    return pa.array(out, type=_TEXT)
+
+
+def _joined(*parts: pa.Array | str) -> pa.Array:
+    """Element-wise concatenation of text arrays and constant texts."""
+    texts = [pa.scalar(p, _TEXT) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*texts, pa.scalar("", _TEXT))
+
+
+def _data(texts: pa.Array) -> npt.NDArray[np.uint8]:
+    """The concatenated UTF-8 bytes of a large_string array, without a copy."""
+    _, offsets, data = texts.buffers()
+    if data is None:  # no text at all (every value empty)
+        return np.zeros(0, dtype=np.uint8)
+    bounds = np.frombuffer(offsets, dtype=np.int64)
+    start, end = int(bounds[texts.offset]), int(bounds[texts.offset + len(texts)])
+    return np.frombuffer(data, dtype=np.uint8)[start:end]
 
 
 def _segment_path(directory: Path, number: int, *, closed: bool) -> Path:
@@ -241,10 +274,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _fsync_append(path: Path, text: str) -> None:
+def _fsync_append(path: Path, text: str | memoryview) -> None:
+    """Append `text` (a str as UTF-8, or bytes as they are) to `path` and fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "ab") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -397,45 +431,55 @@ class ChainedDecisionLog:
         run = self._runs.setdefault(run_id, _Run(self._seq))
         n = len(decisions)
         context = decisions["context"] if "context" in decisions.columns else pd.Series([""] * n)
-        column = {name: _encoded(decisions[name]) for name in DECISION_COLUMNS}
+        column = {name: _escaped(decisions[name]) for name in DECISION_COLUMNS}
         fixed = {
             "actor": json.dumps(actor, ensure_ascii=False),
             "run_id": json.dumps(run_id, ensure_ascii=False),
             "ts": json.dumps(_now(), ensure_ascii=False),
         }
+        seqs = pc.cast(pa.array(np.arange(self._seq, self._seq + n, dtype=np.int64)), _TEXT)
+        # The line in sorted key order, cut where the chain goes in: `before` "hash" `middle`
+        # prev_hash `after`. Columns are joined by Arrow; only the chain itself is a loop.
         # sorted keys: actor basis context decision evidence gate | hash | policy_hash prev_hash
         # purpose reason rule run_id seq subject ts
-        before = (
-            '{"actor":' + fixed["actor"] + ',"basis":' + column["basis"]
-            + ',"context":' + _encoded(context.reset_index(drop=True)) + ',"decision":'
-            + column["decision"] + ',"evidence":' + column["evidence"] + ',"gate":'
-            + column["gate"] + ","
+        before = _joined(
+            '{"actor":' + fixed["actor"] + ',"basis":"', column["basis"],
+            '","context":"', _escaped(context.reset_index(drop=True)), '","decision":"',
+            column["decision"], '","evidence":"', column["evidence"], '","gate":"',
+            column["gate"], '",',
         )  # fmt: skip
-        middle = '"policy_hash":' + column["policy_hash"] + ',"prev_hash":"'
-        seqs = np.arange(self._seq, self._seq + n).astype(str).astype(object)
-        after = (
-            '","purpose":' + column["purpose"] + ',"reason":' + column["reason"] + ',"rule":'
-            + column["rule"] + ',"run_id":' + fixed["run_id"] + ',"seq":' + seqs
-            + ',"subject":' + column["subject"] + ',"ts":' + fixed["ts"] + "}"
+        middle = _joined('"policy_hash":"', column["policy_hash"], '","prev_hash":"')
+        after = _joined(
+            '","purpose":"', column["purpose"], '","reason":"', column["reason"], '","rule":"',
+            column["rule"], '","run_id":' + fixed["run_id"] + ',"seq":', seqs,
+            ',"subject":"', column["subject"], '","ts":' + fixed["ts"] + "}",
         )  # fmt: skip
+        hashed_before = pc.cast(_joined(before, middle), pa.large_binary()).to_pylist()
+        hashed_after = pc.cast(after, pa.large_binary()).to_pylist()
         written = 0
         while written < n:
             target = self._target(run)
             room = min(n - written, self.segment_entries - self._segment_lines)
-            lines = []
-            prev = self._head
-            sha256 = hashlib.sha256
-            for b, m, a in zip(
-                before[written : written + room],
-                middle[written : written + room],
-                after[written : written + room],
+            digests = []
+            prev = self._head.encode("ascii")
+            sha256, hexlify = hashlib.sha256, binascii.hexlify
+            for b, a in zip(
+                hashed_before[written : written + room],
+                hashed_after[written : written + room],
                 strict=True,
             ):
-                digest = sha256(f"{b}{m}{prev}{a}".encode()).hexdigest()
-                lines.append(f'{b}"hash":"{digest}",{m}{prev}{a}')
-                prev = digest
-            self._head = prev
-            _fsync_append(target, "\n".join(lines) + "\n")
+                prev = hexlify(sha256(b + prev + a).digest())
+                digests.append(prev)
+            hashes = pc.cast(pa.array(digests, type=pa.large_binary()), _TEXT)
+            links = pa.concat_arrays(
+                [pa.array([self._head], type=_TEXT), hashes.slice(0, room - 1)]
+            )
+            lines = _joined(
+                before.slice(written, room), '"hash":"', hashes, '",',
+                middle.slice(written, room), links, after.slice(written, room), "\n",
+            )  # fmt: skip
+            self._head = prev.decode("ascii")
+            _fsync_append(target, _data(lines).data)
             self._segment_lines += room
             self._seq += room
             written += room

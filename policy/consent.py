@@ -195,9 +195,11 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def _mapped(values: pd.Series, normalise: Callable[[str], str | None]) -> pd.Series:
     """`normalise` applied once per distinct value, missing where it returns None."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    table = np.array([*(normalise(u) for u in uniques), None], dtype=object)
-    return pd.Series(table[codes], index=values.index, dtype="str")
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    table = pa.array([None if pd.isna(u) else normalise(u) for u in uniques], pa.large_string())
+    # taken in Arrow: no Python string per row
+    mapped: pd.Series = table.take(pa.array(codes)).to_pandas()
+    return mapped.set_axis(values.index)
 
 
 def _tcf_mapping(
@@ -227,7 +229,8 @@ def _record_ids(source: str, parts: dict[str, pa.Array | pa.ChunkedArray]) -> li
         pc.cast(pc.if_else(parts["tcf"], "tcf", "row"), text),
     ]
     joined = pc.binary_join_element_wise(*fields, pa.scalar("|", text))
-    return [hashlib.sha256(text.encode()).hexdigest()[:32] for text in joined.to_pylist()]
+    sha256 = hashlib.sha256
+    return [sha256(b).hexdigest()[:32] for b in pc.cast(joined, pa.large_binary()).to_pylist()]
 
 
 def _empty_records() -> pd.DataFrame:

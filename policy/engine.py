@@ -29,12 +29,14 @@ name columns and counts, never a subject.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from numpy.typing import NDArray
 
 from policy.bundle import (
@@ -120,6 +122,17 @@ def _join(left: Strings, right: Strings | str) -> Strings:
     return out
 
 
+def _strings(values: Strings | str, n: int) -> pd.api.extensions.ExtensionArray:
+    """Python strings (or one string `n` times) as a nullable text array (dtype "string"),
+    built by Arrow without pandas' per-value checks."""
+    if isinstance(values, str):
+        array = pa.repeat(pa.scalar(values, pa.large_string()), n)
+    else:
+        array = pa.array(values, type=pa.large_string())
+    text: pd.api.extensions.ExtensionArray = pd.array(array, dtype="string")
+    return text
+
+
 def _text(values: pd.Series[Any]) -> pd.Series[Any]:
     """Nullable text, stripped; an empty string counts as missing."""
     text = values.astype("string").str.strip()
@@ -154,9 +167,11 @@ class _Facts:
         self.subject = _text(self.raw["subject"])
         if self.subject.isna().any():
             raise PolicyInputError(f"{int(self.subject.isna().sum())} facts row(s) lack a subject")
-        if self.subject.duplicated().any():
-            count = int(self.subject.duplicated().sum())
-            raise PolicyInputError(f"facts table repeats {count} subject(s); one row per subject")
+        repeated = int(self.subject.duplicated().sum())
+        if repeated:
+            raise PolicyInputError(
+                f"facts table repeats {repeated} subject(s); one row per subject"
+            )
         self._cache: dict[str, pd.Series[Any]] = {}
         self._refs: dict[tuple[str, ...], Strings] = {}
         # Load every required column now, so a malformed one fails every call, not only the
@@ -171,6 +186,14 @@ class _Facts:
                     f"consent_{purpose_}: {int(bad.sum())} value(s) other than "
                     "granted, withdrawn or missing"
                 )
+
+    def for_purpose(self, purpose: Purpose) -> _Facts:
+        """The same facts and context, checked and normalised once, for another purpose: only
+        the provider facts (allowances are per purpose) are derived again."""
+        other = copy.copy(self)
+        other.purpose = purpose
+        other._cache = {k: v for k, v in self._cache.items() if not k.startswith("provider_")}
+        return other
 
     def column(self, name: str) -> pd.Series[Any]:
         """Field `name` as a normalised Series (missing optional columns: all missing)."""
@@ -343,22 +366,21 @@ class _Decisions:
     def frame(self, index: pd.Index[Any]) -> pd.DataFrame:
         """The decisions as a DataFrame of `DECISION_COLUMNS` with the facts' index."""
         table = self.table
+        n = table.n
         columns: dict[str, Any] = {
-            "subject": table.subject.to_numpy(dtype=object),
-            "gate": self.gate.value,
-            "purpose": table.purpose.value,
-            "decision": self.decision,
-            "basis": self.basis,
-            "rule": self.rule,
-            "reason": self.reason,
-            "evidence": self.evidence,
-            "redact": self.redact,
-            "trail": self.trail,
-            "policy_hash": table.bundle.hash,
+            "subject": table.subject.array,  # already text
+            "gate": _strings(self.gate.value, n),
+            "purpose": _strings(table.purpose.value, n),
+            "decision": _strings(self.decision, n),
+            "basis": _strings(self.basis, n),
+            "rule": _strings(self.rule, n),
+            "reason": _strings(self.reason, n),
+            "evidence": _strings(self.evidence, n),
+            "redact": _strings(self.redact, n),
+            "trail": _strings(self.trail, n),
+            "policy_hash": _strings(table.bundle.hash, n),
         }
-        out = pd.DataFrame(columns, index=pd.RangeIndex(table.n)).astype("string")
-        out.index = index
-        return out
+        return pd.DataFrame(columns, index=pd.RangeIndex(n)).set_axis(index)
 
 
 def _record_basis(out: _Decisions, matched: list[tuple[Rule, Mask]]) -> Mask:
@@ -436,7 +458,36 @@ def evaluate(
     index of `facts`. See the module docstring for the semantics.
     """
     _check_gate(gate, purpose)
-    table = _Facts(bundle, facts, purpose=purpose, context=context)
+    return _decide(_Facts(bundle, facts, purpose=purpose, context=context), gate, facts.index)
+
+
+def evaluate_all(
+    bundle: PolicyBundle,
+    facts: pd.DataFrame,
+    decisions: Iterable[tuple[Gate, Purpose]],
+    *,
+    context: Mapping[str, Any] | None = None,
+) -> list[pd.DataFrame]:
+    """`evaluate` for each (gate, purpose) of `decisions` in turn, on the same facts and
+    context: the facts are checked and normalised once instead of once per purpose."""
+    pairs = list(decisions)
+    for gate, purpose in pairs:
+        _check_gate(gate, purpose)
+    results: list[pd.DataFrame] = []
+    table: _Facts | None = None
+    for gate, purpose in pairs:
+        table = (
+            _Facts(bundle, facts, purpose=purpose, context=context)
+            if table is None
+            else table.for_purpose(purpose)
+        )
+        results.append(_decide(table, gate, facts.index))
+    return results
+
+
+def _decide(table: _Facts, gate: Gate, index: pd.Index[Any]) -> pd.DataFrame:
+    """The decisions of `gate` for the purpose of `table`, with the facts' `index`."""
+    bundle, purpose = table.bundle, table.purpose
     matched = [
         (rule, table.rule_mask(rule))
         for rule in bundle.rules_by_priority
@@ -448,7 +499,7 @@ def evaluate(
     _apply_denials(out, matched)
     for rule, mask in matched:
         out.trail[mask] = _join(out.trail[mask], rule.id)
-    return out.frame(facts.index)
+    return out.frame(index)
 
 
 def _under_any(topics: pd.Series[Any], prefixes: Iterable[str]) -> Mask:
@@ -573,8 +624,12 @@ def minimise(
 
 def subject_regimes(bundle: PolicyBundle, country: pd.Series[Any]) -> pd.Series[Any]:
     """The regime of each subject from their ISO country (unlisted or missing: other)."""
-    codes = country.astype("string").str.upper()
-    return codes.map(bundle.country_regimes).fillna(Regime.OTHER.value).astype(str)
+    codes, countries = pd.factorize(country.astype("string").str.upper())
+    # one lookup per distinct country; missing and unlisted countries (code -1 or no entry)
+    regimes = [bundle.country_regimes.get(c) for c in countries]
+    other = Regime.OTHER.value
+    table = np.array([*(other if r is None else r for r in regimes), other], dtype=object)
+    return pd.Series(table[codes], index=country.index, dtype=str)
 
 
 def allowed_identifier_forms(

@@ -16,10 +16,15 @@ from the source row the provenance names.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from profiles.config import IdentityConfig, SourceConfig, SurvivorshipRule
 from profiles.identifiers import present_column
@@ -72,31 +77,57 @@ def _completeness(rows: pd.DataFrame) -> pd.Series:
     return sum((_has_value(rows, f).astype(int) for f in fields), pd.Series(0, index=rows.index))
 
 
+@dataclass(frozen=True)
+class _SortKeys:
+    """Per row of the links, the integer sort keys every field's survivorship shares."""
+
+    profiles: npt.NDArray[np.intp]
+    """Codes of `profile_ids` (-1: no profile)."""
+    profile_ids: pd.Index
+    """The distinct profile ids, in order."""
+    sources: npt.NDArray[np.intp]
+    """Source name codes in name order (missing last, where sort_values puts it)."""
+    source_names: list[Any]
+    """The source names the codes stand for."""
+    newest: npt.NDArray[np.int64]
+    """Recency, newest first; rows without a readable time last."""
+    lines: npt.NDArray[np.int64]
+    """The rows' line numbers (the last tie-break)."""
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, recency: pd.Series) -> _SortKeys:
+        """The keys of `rows`, whose recency is `recency`."""
+        profiles, ids = pd.factorize(rows[PROFILE_ID], sort=True)
+        sources, names = pd.factorize(rows["source"].to_numpy(), sort=True, use_na_sentinel=False)
+        when = recency.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+        newest = np.where(np.isnat(when), np.iinfo(np.int64).max, -when.view("int64"))
+        lines = rows["line"].to_numpy(dtype=np.int64)
+        return cls(profiles, ids, sources, list(names), newest, lines)
+
+
 def _pick(
-    rows: pd.DataFrame, field: CanonicalField, rule: SurvivorshipRule, recency: pd.Series
-) -> pd.DataFrame:
-    """The winning row per profile for one field: profile_id, source, line (and value)."""
-    candidates = _has_value(rows, field)
+    rows: pd.DataFrame, field: CanonicalField, rule: SurvivorshipRule, keys: _SortKeys
+) -> npt.NDArray[np.intp]:
+    """The positions in `rows` of the winning row per profile for one field, in profile
+    order."""
+    candidates = _has_value(rows, field).to_numpy(dtype=bool) & (keys.profiles >= 0)
     if rule.sources:
-        candidates &= rows["source"].isin(rule.sources)
-    pool = rows.loc[candidates.to_numpy(), [PROFILE_ID, "source", "line"]].copy()
-    if pool.empty:
-        return pool
-    # newest first; rows without a readable time come last
-    when = recency.loc[pool.index].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-    pool["_newest"] = np.where(np.isnat(when), np.iinfo(np.int64).max, -when.view("int64"))
-    keys = [PROFILE_ID]
+        candidates &= rows["source"].isin(rule.sources).to_numpy(dtype=bool)
+    pool = np.flatnonzero(candidates)
+    order = [keys.profiles[pool]]
     if rule.rule == "source_priority":
-        pool["_rank"] = pool["source"].map({s: i for i, s in enumerate(rule.sources)})
-        keys.append("_rank")
+        ranks = {s: i for i, s in enumerate(rule.sources)}
+        by_code = np.array([ranks.get(s, len(ranks)) for s in keys.source_names], dtype=np.int64)
+        order.append(by_code[keys.sources[pool]])
     elif rule.rule == "most_complete":
-        pool["_rank"] = -_completeness(rows.loc[pool.index])
-        keys.append("_rank")
-    keys += ["_newest", "source", "line"]
-    winners = pool.sort_values(keys, kind="stable").drop_duplicates(PROFILE_ID)
-    if field not in NAME_FIELDS:
-        winners[str(field)] = rows.loc[winners.index, str(field)]
-    return winners.drop(columns=[c for c in winners.columns if c.startswith("_")])
+        order.append(-_completeness(rows.iloc[pool]).to_numpy(dtype=np.int64))
+    order += [keys.newest[pool], keys.sources[pool], keys.lines[pool]]
+    # one integer sort over every key; the first row of each profile wins
+    ranked = pool[np.lexsort(order[::-1])]
+    owner = keys.profiles[ranked]
+    first = np.ones(len(ranked), dtype=bool)
+    first[1:] = owner[1:] != owner[:-1]
+    return ranked[first]
 
 
 def golden_records(
@@ -105,23 +136,45 @@ def golden_records(
     """One row per profile in `rows` with each golden field's value and provenance.
 
     `rows` are identity links: `profile_id`, `source`, `line`, attribute columns and
-    `<name>_present` flags. Columns out: profile_id, then per field `<field>` (not for names),
-    `<field>_source`, `<field>_line`.
+    `<name>_present` flags. Columns out: profile_id, then per field `<field>_source`,
+    `<field>_line` and `<field>` (not for names); profiles in profile_id order.
     """
-    profiles = pd.DataFrame({PROFILE_ID: pd.unique(rows[PROFILE_ID])})
-    recency = row_recency(rows, sources)
+    keys = _SortKeys.of(rows, row_recency(rows, sources))
+    table = pd.DataFrame({PROFILE_ID: keys.profile_ids})
     for field, rule in config.golden.items():
-        winners = _pick(rows, field, rule, recency).rename(
-            columns={"source": f"{field}_source", "line": f"{field}_line"}
-        )
-        if winners.empty:
-            winners = pd.DataFrame(
-                columns=[PROFILE_ID, f"{field}_source", f"{field}_line"]
-                + ([] if field in NAME_FIELDS else [str(field)])
-            )
-        profiles = profiles.merge(winners, on=PROFILE_ID, how="left")
-        profiles[f"{field}_line"] = profiles[f"{field}_line"].astype("Int64")
-    return profiles.sort_values(PROFILE_ID, ignore_index=True)
+        won = _pick(rows, field, rule, keys)
+        columns = {"source": f"{field}_source", "line": f"{field}_line"}
+        if field not in NAME_FIELDS:
+            columns[str(field)] = str(field)
+        for name, column in columns.items():
+            if len(won):  # each winner's value at its profile's row, missing elsewhere
+                values = rows[name].iloc[won].set_axis(keys.profiles[won])
+                table[column] = values.reindex(table.index)
+            else:
+                table[column] = pd.Series(np.nan, index=table.index, dtype=object)
+        table[f"{field}_line"] = table[f"{field}_line"].astype("Int64")
+    return table
+
+
+def _lists(owners: npt.NDArray[np.int64], values: pa.Array, n: int) -> list[list[Any]]:
+    """One list per owner 0..n-1 of the `values` owned by it (`owners` ascending, aligned
+    with `values`): slices of one flat list, so no Python runs per value."""
+    ends = np.cumsum(np.bincount(owners, minlength=n)).tolist()
+    flat = values.to_pylist()
+    # Hundreds of thousands of new lists would trigger the cyclic garbage collector again
+    # and again, each pass walking every live object; strings cannot form cycles.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [flat[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _arrow(values: pd.Series) -> pa.Array:
+    array = pa.array(values, from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def profile_table(
@@ -130,30 +183,40 @@ def profile_table(
     """One row per profile: its rows, sources, linked pseudonyms by kind, and golden fields.
 
     `links`: profile_id and source per accepted row. `identifiers`: kind, key_id, pseudonym,
-    profile_id of the values attached to profiles. `golden`: from `golden_records`.
+    profile_id of the values attached to profiles. `golden`: from `golden_records`. Rows
+    come in profile_id order; `sources` and the pseudonym lists are sorted; `key_id` is the
+    first one given for the profile.
     """
-    per_profile = links.groupby(PROFILE_ID, sort=True).size().rename("records").reset_index()
-    sources = (
-        links[[PROFILE_ID, "source"]]
-        .drop_duplicates()
-        .sort_values([PROFILE_ID, "source"])
-        .groupby(PROFILE_ID, sort=True)["source"]
-        .agg(list)
-        .rename("sources")
+    # Profiles and values become sorted integer codes, so every list is a slice of one
+    # integer sort: a million rows, no Python per profile.
+    codes, profile_ids = pd.factorize(links[PROFILE_ID], sort=True)
+    linked = codes >= 0
+    n = len(profile_ids)
+    table = pd.DataFrame(
+        {PROFILE_ID: profile_ids, "records": np.bincount(codes[linked], minlength=n)}
     )
-    table = per_profile.merge(sources, on=PROFILE_ID, how="left")
+    source_codes, source_names = pd.factorize(links["source"].to_numpy(), sort=True)
+    named = linked & (source_codes >= 0)
+    width = max(len(source_names), 1)
+    seen = np.zeros(n * width, dtype=bool)  # a few sources: cheaper than sorting the pairs
+    seen[codes[named].astype(np.int64) * width + source_codes[named]] = True
+    pairs = np.flatnonzero(seen)
+    table["sources"] = _lists(
+        pairs // width, pa.array(np.asarray(source_names, dtype=object)[pairs % width]), n
+    )
     attached = identifiers[identifiers[PROFILE_ID].notna()]
+    owners = pd.Index(profile_ids).get_indexer(attached[PROFILE_ID])
+    pseudonyms = _arrow(attached["pseudonym"])
+    kinds = attached["kind"].to_numpy()
     for kind in IdentifierKind:
-        values = (
-            attached.loc[attached["kind"] == kind, [PROFILE_ID, "pseudonym"]]
-            .sort_values([PROFILE_ID, "pseudonym"])
-            .groupby(PROFILE_ID, sort=True)["pseudonym"]
-            .agg(list)
-            .rename(f"{kind}_pseudonyms")
+        mine = np.flatnonzero((owners >= 0) & (kinds == kind))
+        rank, _ = pd.factorize(attached["pseudonym"].iloc[mine], sort=True)
+        order = mine[np.lexsort((rank, owners[mine]))]
+        table[f"{kind}_pseudonyms"] = _lists(
+            owners[order].astype(np.int64), pseudonyms.take(pa.array(order)), n
         )
-        table = table.merge(values, on=PROFILE_ID, how="left")
-        column = f"{kind}_pseudonyms"
-        table[column] = [v if isinstance(v, list) else [] for v in table[column]]
-    key_ids = attached.groupby(PROFILE_ID)["key_id"].first().rename("key_id")
-    table = table.merge(key_ids, on=PROFILE_ID, how="left")
+    key_ids = attached["key_id"]
+    known = np.flatnonzero((owners >= 0) & key_ids.notna().to_numpy())
+    holders, first = np.unique(owners[known], return_index=True)
+    table["key_id"] = key_ids.iloc[known[first]].set_axis(holders).reindex(table.index)
     return table.merge(golden, on=PROFILE_ID, how="left")

@@ -250,11 +250,19 @@ def _sqlite_lines(conn: Connection, sql: str, columns: Mapping[str, ColumnType])
     control characters or line breaks; see `checks` and `signals`); a value that broke this
     would make the parse fail loudly, not shift columns silently.
     """
-    line = f" || char({ord(_SQLITE_SEPARATOR)}) || ".join(
-        f"coalesce(CAST(q.{name} AS TEXT), '')" for name in columns
-    )
-    rows = _sqlite(conn).execute(f"SELECT {line} FROM ({sql}) AS q").fetchall()  # noqa: S608
-    return "\n".join([row[0] for row in rows]).encode()
+    # printf's %s writes a value as CAST(... AS TEXT) does and NULL as '': one call per row
+    # instead of a concatenation per column (half the time in SQLite)
+    template = _SQLITE_SEPARATOR.join("%s" for _ in columns)
+    values = ", ".join(f"q.{name}" for name in columns)
+    raw = _sqlite(conn)
+    # the lines as bytes, as SQLite holds them: no decoding into str and encoding back
+    factory, raw.text_factory = raw.text_factory, bytes
+    try:
+        query = f"SELECT printf('{template}', {values}) FROM ({sql}) AS q"  # noqa: S608
+        rows = raw.execute(query).fetchall()
+    finally:
+        raw.text_factory = factory
+    return b"\n".join([row[0] for row in rows])
 
 
 def _parse_csv(

@@ -275,3 +275,46 @@ def test_the_log_is_private_to_its_owner(tmp_path: Path) -> None:
     directory = _log(tmp_path, runs=1)
     for path in [directory, directory / "segments", *directory.rglob("*")]:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+_TEXTS = st.text(
+    alphabet=st.characters(codec="utf-8"), max_size=12
+)  # quotes, backslashes, control characters, non-ASCII: anything a str can hold
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_TEXTS, _TEXTS, _TEXTS), min_size=1, max_size=12),
+    segment_entries=st.integers(1, 7),
+)
+def test_any_text_is_written_in_rfc8785_form_and_chained(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str, str, str]],
+    segment_entries: int,
+) -> None:
+    directory = tmp_path_factory.mktemp("log") / "log"
+    decisions = _decisions([s for s, _, _ in rows]).assign(
+        evidence=[e for _, e, _ in rows], context=[c for _, _, c in rows]
+    )
+    log = ChainedDecisionLog(directory, signer=KEY, segment_entries=segment_entries)
+    assert log.append("run0", decisions, actor='nightly "1"\n') == len(rows)
+    assert log.append("run0", decisions.iloc[::-1], actor="nightly") == len(rows)
+    log.checkpoint("run0")
+    lines = [raw for _, _, raw in ChainedDecisionLog(directory).lines()]
+    entries = [json.loads(raw) for raw in lines]
+    assert [e["subject"] for e in entries] == [r[0] for r in rows] + [r[0] for r in rows[::-1]]
+    assert [e["evidence"] for e in entries[: len(rows)]] == [r[1] for r in rows]
+    assert [e["context"] for e in entries[: len(rows)]] == [r[2] for r in rows]
+    for raw, entry in zip(lines, entries, strict=True):
+        assert raw == rfc8785.dumps(entry)
+        assert entry["hash"] == entry_hash(entry)
+    result = verify(directory, PINS)
+    assert result.ok, result.problems
+    assert result.entries == 2 * len(rows)
+
+
+def test_a_decision_without_a_value_is_refused(tmp_path: Path) -> None:
+    decisions = _decisions(["P1", "P2"]).astype({"evidence": object})
+    decisions.loc[1, "evidence"] = None
+    with pytest.raises(ValueError, match="evidence"):
+        ChainedDecisionLog(tmp_path / "log", signer=KEY).append("run0", decisions, actor="a")

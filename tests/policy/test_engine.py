@@ -19,8 +19,10 @@ from policy.engine import (
     PolicyInputError,
     allowed_fields,
     evaluate,
+    evaluate_all,
     filter_signals,
     minimise,
+    subject_regimes,
 )
 from policy.types import Gate, Purpose, SuppressionKind
 
@@ -220,6 +222,25 @@ def test_result_shape_order_and_index() -> None:
     assert set(result["gate"]) == {"B"}
     assert set(result["purpose"]) == {"profiling"}
     assert list(result["basis"]) == ["consent", "", ""]
+
+
+def test_every_result_column_is_nullable_text_without_missing_values() -> None:
+    facts = make_facts(fact_row("b", consent_profiling="granted"), fact_row(" a "))
+    result = evaluate(DEFAULT, facts, gate=Gate.B, purpose=Purpose.PROFILING)
+    for column in DECISION_COLUMNS:
+        assert result[column].dtype == pd.StringDtype(na_value=pd.NA), column
+        assert not result[column].isna().any(), column
+    assert list(result["subject"]) == ["b", "a"]  # as the facts name them, trimmed
+    assert set(result["policy_hash"]) == {DEFAULT.hash}
+
+
+def test_regimes_come_from_the_country_whatever_its_case() -> None:
+    bundle = make_bundle()
+    country = pd.Series(["de", None, "ZZ", "GB", " us", "FR"], index=[5, 4, 3, 2, 1, 0])
+    regimes = subject_regimes(bundle, country)
+    assert list(regimes) == ["gdpr", "other", "other", "uk_gdpr", "other", "gdpr"]
+    assert list(regimes.index) == [5, 4, 3, 2, 1, 0]
+    assert regimes.dtype == "str"
 
 
 def test_redact_lists_merge_and_trail_names_every_matched_rule() -> None:
@@ -755,3 +776,23 @@ def test_destination_without_allow_list_receives_nothing() -> None:
     assert kept.shape == (1, 0)
     assert dropped == ["a"]
     assert "email" in allowed_fields(DEFAULT, Purpose.CRM_EXPORT)
+
+
+@PROPERTY_SETTINGS
+@given(facts=facts_tables(), rule_set=rule_sets(), order=st.permutations(PAIRS))
+def test_property_deciding_every_purpose_at_once_equals_one_at_a_time(
+    facts: pd.DataFrame, rule_set: list[dict[str, Any]], order: list[tuple[Gate, Purpose]]
+) -> None:
+    for bundle in (DEFAULT, make_bundle(rule_set)):
+        for context in (None, EU_PROVIDER, {"provider": "acme", "provider_region": "US"}):
+            together = evaluate_all(bundle, facts, order, context=context)
+            assert len(together) == len(order)
+            for (gate, purpose), result in zip(order, together, strict=True):
+                alone = evaluate(bundle, facts, gate=gate, purpose=purpose, context=context)
+                pd.testing.assert_frame_equal(result, alone)
+
+
+def test_deciding_at_once_checks_every_gate_before_deciding() -> None:
+    facts = make_facts(fact_row())
+    with pytest.raises(PolicyInputError, match="gate A does not decide profiling"):
+        evaluate_all(DEFAULT, facts, [(Gate.B, Purpose.PROFILING), (Gate.A, Purpose.PROFILING)])

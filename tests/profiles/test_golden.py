@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from profiles.config import IdentityConfig, SourceConfig
 from profiles.golden import golden_records, profile_table, row_recency
+from profiles.types import ATTRIBUTE_FIELDS, NAME_FIELDS
 
 SOURCES = [
     SourceConfig.model_validate(
@@ -147,3 +151,169 @@ def test_profile_table_lists_rows_sources_and_pseudonyms_per_profile() -> None:
         "k1",
     ]
     assert _cell(table, "P1", "country") == "DK"
+
+
+# --- the vectorised code against the plain pandas statement of the rules ------------------------
+
+
+def _filled(rows: pd.DataFrame, field: str) -> pd.Series:
+    if field in NAME_FIELDS:
+        column = f"{field}_present"
+        return rows[column].fillna(False).astype(bool) if column in rows else rows["line"] < 0
+    if field not in rows:
+        return rows["line"] < 0
+    return rows[field].notna() & (rows[field].astype("string").str.strip() != "")
+
+
+def _reference_golden(
+    rows: pd.DataFrame, config: IdentityConfig, sources: list[SourceConfig]
+) -> pd.DataFrame:
+    """Survivorship as one sort per field and a merge per field: slow, but plainly the rules."""
+    recency = row_recency(rows, sources)
+    when = recency.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    newest = np.where(np.isnat(when), np.iinfo(np.int64).max, -when.view("int64"))
+    complete = sum(
+        (_filled(rows, str(f)).astype(int) for f in (*ATTRIBUTE_FIELDS, *NAME_FIELDS)),
+        pd.Series(0, index=rows.index),
+    )
+    profiles = pd.DataFrame({"profile_id": pd.unique(rows["profile_id"])})
+    for field, rule in config.golden.items():
+        name = str(field)
+        has = _filled(rows, name)
+        if rule.sources:
+            has &= rows["source"].isin(rule.sources)
+        pool = rows.loc[has, ["profile_id", "source", "line"]].assign(_newest=newest[has])
+        keys = ["profile_id"]
+        if rule.rule == "source_priority":
+            pool["_rank"] = pool["source"].map({s: i for i, s in enumerate(rule.sources)})
+            keys.append("_rank")
+        elif rule.rule == "most_complete":
+            pool["_rank"] = -complete[has]
+            keys.append("_rank")
+        winners = pool.sort_values([*keys, "_newest", "source", "line"]).drop_duplicates(
+            "profile_id"
+        )
+        if field not in NAME_FIELDS:
+            winners[name] = rows.loc[winners.index, name]
+        winners = winners.drop(columns=[c for c in winners.columns if c.startswith("_")])
+        winners = winners.rename(columns={"source": f"{name}_source", "line": f"{name}_line"})
+        if winners.empty:
+            winners = pd.DataFrame(
+                columns=["profile_id", f"{name}_source", f"{name}_line"]
+                + ([] if field in NAME_FIELDS else [name])
+            )
+        profiles = profiles.merge(winners, on="profile_id", how="left")
+        profiles[f"{name}_line"] = profiles[f"{name}_line"].astype("Int64")
+    return profiles.sort_values("profile_id", ignore_index=True)
+
+
+_TIMES = st.sampled_from(
+    [None, "", "garbage", "2020-01-01", "2020-01-01 10:00:00", "2021-06-01T08:00:00+02:00",
+     "2021-06-01T06:00:00Z", "2024-02-30"]
+)  # fmt: skip
+_VALUES = st.sampled_from([None, "", " ", "DK", "SE", "1980"])
+
+
+@st.composite
+def _link_rows(draw: st.DrawFn) -> pd.DataFrame:
+    n = draw(st.integers(1, 12))
+    count = range(n)
+    return pd.DataFrame(
+        {
+            "profile_id": [draw(st.sampled_from(["P1", "P2", "Q"])) for _ in count],
+            "source": [draw(st.sampled_from(["crm", "newsletter"])) for _ in count],
+            "line": draw(st.lists(st.integers(2, 99), min_size=n, max_size=n, unique=True)),
+            "country": [draw(_VALUES) for _ in count],
+            "birth_year": [draw(_VALUES) for _ in count],
+            "created_at": [draw(_TIMES) for _ in count],
+            "signed_up_at": [draw(_TIMES) for _ in count],
+            "first_name_present": [draw(st.booleans()) for _ in count],
+            "last_name_present": [draw(st.booleans()) for _ in count],
+        }
+    )
+
+
+_RULES = st.sampled_from(
+    [
+        {"rule": "source_priority", "sources": ["crm", "newsletter"]},
+        {"rule": "source_priority", "sources": ["newsletter"]},
+        {"rule": "most_recent"},
+        {"rule": "most_recent", "sources": ["crm"]},
+        {"rule": "most_complete"},
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=_link_rows(),
+    rules=st.fixed_dictionaries(
+        {"country": _RULES, "birth_year": _RULES, "first_name": _RULES, "last_name": _RULES}
+    ),
+)
+def test_golden_records_follow_the_rules_as_a_sort_per_field_would(
+    rows: pd.DataFrame, rules: dict[str, object]
+) -> None:
+    config = IdentityConfig.model_validate({"golden": rules})
+    expected = _reference_golden(rows, config, SOURCES)
+    pd.testing.assert_frame_equal(golden_records(rows, config, SOURCES), expected)
+
+
+def _reference_table(
+    links: pd.DataFrame, identifiers: pd.DataFrame, golden: pd.DataFrame
+) -> pd.DataFrame:
+    """The profile table as groupby-list aggregations and merges."""
+    table = links.groupby("profile_id").size().rename("records").reset_index()
+    sources = (
+        links.drop_duplicates()
+        .sort_values(["profile_id", "source"])
+        .groupby("profile_id")["source"]
+        .agg(list)
+        .rename("sources")
+    )
+    table = table.merge(sources, on="profile_id", how="left")
+    attached = identifiers[identifiers["profile_id"].notna()]
+    for kind in ("email", "phone", "customer_id"):
+        values = (
+            attached.loc[attached["kind"] == kind, ["profile_id", "pseudonym"]]
+            .sort_values(["profile_id", "pseudonym"])
+            .groupby("profile_id")["pseudonym"]
+            .agg(list)
+            .rename(f"{kind}_pseudonyms")
+        )
+        table = table.merge(values, on="profile_id", how="left")
+        column = f"{kind}_pseudonyms"
+        table[column] = [v if isinstance(v, list) else [] for v in table[column]]
+    key_ids = attached.groupby("profile_id")["key_id"].first().rename("key_id")
+    table = table.merge(key_ids, on="profile_id", how="left")
+    return table.merge(golden, on="profile_id", how="left")
+
+
+_PROFILES = st.sampled_from(["P1", "P2", "P10", "Q", "P3"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    links=st.lists(st.tuples(_PROFILES, st.sampled_from(["crm", "shop", "nl"])), min_size=1),
+    attached=st.lists(
+        st.tuples(
+            st.sampled_from(["email", "phone", "customer_id"]),
+            st.sampled_from(["k1", "k2", None]),
+            st.sampled_from(["a" * 64, "b" * 64, "c" * 64, "0" * 64]),
+            st.one_of(st.none(), _PROFILES, st.just("P9")),
+        )
+    ),
+)
+def test_profile_table_lists_what_groupby_would(
+    links: list[tuple[str, str]], attached: list[tuple[str, str | None, str, str | None]]
+) -> None:
+    link_frame = pd.DataFrame(links, columns=["profile_id", "source"])
+    identifiers = pd.DataFrame(
+        attached, columns=["kind", "key_id", "pseudonym", "profile_id"]
+    ).astype("str")
+    golden = pd.DataFrame({"profile_id": sorted(set(link_frame["profile_id"])), "country": "DK"})
+    table = profile_table(link_frame, identifiers, golden)
+    expected = _reference_table(link_frame, identifiers, golden)
+    pd.testing.assert_frame_equal(table, expected)
+    for column in ("sources", "email_pseudonyms", "phone_pseudonyms", "customer_id_pseudonyms"):
+        assert all(type(v) is list for v in table[column])

@@ -9,12 +9,13 @@ import random
 import re
 import secrets
 import socket
+import sqlite3
 import stat
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 from policy.types import ConsentStatus, Purpose, SuppressionKind
 from profiles.hashing import Key, Pseudonymiser
 from profiles.store import MIGRATIONS, Migration, StateStore, StoreError, default_url
+from profiles.store.engine import SQLITE_PAGE_SIZE
 from profiles.store.schema import TABLES
 from profiles.types import IdentifierKind
 from tests.profiles.conftest import StoreBackend, drop_schema
@@ -1339,3 +1341,23 @@ def test_sqlite_state_dir_that_cannot_be_created_is_a_store_error(tmp_path: Path
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot create the database file"):
         StateStore.open(f"sqlite:///{blocker / 'state.db'}")
+
+
+def test_a_new_sqlite_store_gets_large_pages_and_an_existing_file_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    new = tmp_path / "new.db"
+    StateStore.open(f"sqlite:///{new}").close()
+    old = tmp_path / "old.db"
+    with closing(sqlite3.connect(old)) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE note (x)")  # the file now has its page size for good
+    store = StateStore.open(f"sqlite:///{old}")
+    night(store, "r1", ids=identifiers((EMAIL, "ann@example.com", "PA")), new=["PA"])
+    assert store.load_identifiers()["profile_id"].tolist() == ["PA"]
+    store.close()
+    sizes = {}
+    for path in (new, old):
+        with closing(sqlite3.connect(path)) as conn:
+            sizes[path.name] = conn.execute("PRAGMA page_size").fetchone()[0]
+    assert sizes == {"new.db": SQLITE_PAGE_SIZE, "old.db": 4096}
