@@ -40,6 +40,12 @@ Profiles with fewer than `min_orders_for_xyz` purchases (default 2), or whose cv
 have no XYZ class. One-time buyers (exactly one purchase) are flagged in `one_time_buyer` and
 get only an ABC class.
 
+Per profile and population
+--------------------------
+`abc_xyz_values` gives each profile's value, purchases and cv (all its own); the classes
+(`abc_xyz_classes`) rank the values of the whole population: one `abc_xyz_values` frame, or
+several of disjoint profiles stacked in profile_id order. `abc_xyz` does both.
+
 Pareto
 ------
 `pareto` gives the share of the total held by the top 20 % and the top 4 % of customers, the
@@ -121,6 +127,75 @@ after this profile; float), abc (categorical A/B/C), one_time_buyer (bool), cv (
 missing when not classed), xyz (categorical X/Y/Z, missing when not classed)."""
 
 
+ABC_XYZ_VALUE_COLUMNS: Final = ("revenue", "margin", "orders", "abc_micros", "cv")
+"""Columns of `abc_xyz_values`: revenue and margin (float, as in ABC_XYZ_COLUMNS), orders
+(int64 purchases), abc_micros (int64, the ABC value in millionths: revenue or margin by
+`AbcXyzSettings.by`), cv (float, missing when not classed)."""
+
+
+def abc_xyz_values(
+    orders: PreparedOrders,
+    *,
+    as_of: datetime | pd.Timestamp | None = None,
+    settings: AbcXyzSettings | None = None,
+) -> pd.DataFrame:
+    """ABC_XYZ_VALUE_COLUMNS per profile with a purchase, indexed by profile_id (sorted):
+    what each profile contributes to `abc_xyz`, which ranks the profiles by value.
+
+    `as_of` (default: the preparation's cut-off) closes the `period_spend` window."""
+    settings = settings or AbcXyzSettings()
+    if settings.by == "margin" and not orders.has_margin:
+        raise ValueError("ABC by margin needs a margin column in the order lines")
+    as_of_ns = scoring_as_of(orders, as_of)
+    totals = purchase_totals(orders)
+    cv = _cv(orders, totals.codes, as_of_ns, settings)
+    needed = settings.min_orders_for_xyz
+    if settings.xyz_basis == "intervals":
+        needed = max(needed, INTERVALS_MIN_ORDERS)
+    return pd.DataFrame(
+        {
+            "revenue": totals.value_micros / MICROS,
+            "margin": totals.margin_micros / MICROS if orders.has_margin else np.nan,
+            "orders": totals.purchases,
+            "abc_micros": totals.margin_micros if settings.by == "margin" else totals.value_micros,
+            "cv": np.where(totals.purchases >= needed, cv, np.nan),
+        },
+        index=pd.Index(orders.profiles.take(totals.codes), name="profile_id"),
+    )
+
+
+def abc_xyz_classes(
+    values: pd.DataFrame, *, settings: AbcXyzSettings | None = None
+) -> pd.DataFrame:
+    """ABC_XYZ_COLUMNS from `abc_xyz_values` of the whole population (any number of them
+    stacked, profile_id order): ABC ranks each profile among all of `values`."""
+    settings = settings or AbcXyzSettings()
+    value = values["abc_micros"].to_numpy(dtype=np.int64)
+    # Rows are in profile_id order, so their positions break value ties by profile_id.
+    share, cumulative, abc = _abc(value, np.arange(len(value), dtype=np.int64), settings)
+    cv = values["cv"].to_numpy(dtype=np.float64)
+    xyz_code: Ints = np.select(
+        [cv <= settings.x_max_cv, cv <= settings.y_max_cv, cv > settings.y_max_cv],
+        [0, 1, 2],
+        default=-1,
+    )
+    purchases = values["orders"].to_numpy(dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "revenue": values["revenue"].to_numpy(dtype=np.float64),
+            "margin": values["margin"].to_numpy(dtype=np.float64),
+            "orders": purchases,
+            "share": share,
+            "cumulative_share": cumulative,
+            "abc": pd.Categorical.from_codes(abc, categories=pd.Index(["A", "B", "C"])),
+            "one_time_buyer": purchases == 1,
+            "cv": cv,
+            "xyz": pd.Categorical.from_codes(xyz_code, categories=pd.Index(["X", "Y", "Z"])),
+        },
+        index=values.index,
+    )
+
+
 def abc_xyz(
     orders: PreparedOrders,
     *,
@@ -131,37 +206,8 @@ def abc_xyz(
 
     `as_of` (default: the preparation's cut-off) closes the `period_spend` window."""
     settings = settings or AbcXyzSettings()
-    if settings.by == "margin" and not orders.has_margin:
-        raise ValueError("ABC by margin needs a margin column in the order lines")
-    as_of_ns = scoring_as_of(orders, as_of)
-    totals = purchase_totals(orders)
-    value = totals.margin_micros if settings.by == "margin" else totals.value_micros
-    share, cumulative, abc = _abc(value, totals.codes, settings)
-    cv = _cv(orders, totals.codes, as_of_ns, settings)
-    needed = settings.min_orders_for_xyz
-    if settings.xyz_basis == "intervals":
-        needed = max(needed, INTERVALS_MIN_ORDERS)
-    enough = totals.purchases >= needed
-    cv = np.where(enough, cv, np.nan)
-    xyz_code: Ints = np.select(
-        [cv <= settings.x_max_cv, cv <= settings.y_max_cv, cv > settings.y_max_cv],
-        [0, 1, 2],
-        default=-1,
-    )
-    margin = totals.margin_micros / MICROS if orders.has_margin else np.nan
-    return pd.DataFrame(
-        {
-            "revenue": totals.value_micros / MICROS,
-            "margin": margin,
-            "orders": totals.purchases,
-            "share": share,
-            "cumulative_share": cumulative,
-            "abc": pd.Categorical.from_codes(abc, categories=pd.Index(["A", "B", "C"])),
-            "one_time_buyer": totals.purchases == 1,
-            "cv": cv,
-            "xyz": pd.Categorical.from_codes(xyz_code, categories=pd.Index(["X", "Y", "Z"])),
-        },
-        index=pd.Index(orders.profiles.take(totals.codes), name="profile_id"),
+    return abc_xyz_classes(
+        abc_xyz_values(orders, as_of=as_of, settings=settings), settings=settings
     )
 
 

@@ -689,20 +689,40 @@ def p_alive(
     return _p_alive(model, x, t_x, t_obs)
 
 
+_POINT_MASS_SD = 1e-4
+"""A Beta whose standard deviation is below this is taken as a point mass at its mean: the
+error is about var * f''(mean) / 2, far below a purchase count's last printed digit."""
+
+
 def _beta_mean_by_quadrature(shape: float, s: float, a: float, b_post: float) -> float:
-    """E[(1 - (1 + p s)^-shape) / p] for p ~ Beta(a, b_post), by adaptive quadrature."""
+    """E[(1 - (1 + p s)^-shape) / p] for p ~ Beta(a, b_post), by adaptive quadrature.
+
+    The density is evaluated in logs (its normalising constant B(a, b) underflows once a and b
+    reach the hundreds, as a fit on few customers can give them) and the quadrature is told
+    where its peak is; a Beta narrower than `_POINT_MASS_SD` is its mean.
+    """
 
     def integrand(p: float) -> float:
         if p == 0:
             return shape * s
         return float(-math.expm1(-shape * math.log1p(p * s)) / p)
 
+    total = a + b_post
+    mean = a / total
+    if math.sqrt(a * b_post / (total * total * (total + 1.0))) < _POINT_MASS_SD:
+        return integrand(mean)
+    log_norm = float(special.betaln(a, b_post))
+
+    def weighted(p: float) -> float:
+        if p <= 0.0 or p >= 1.0:
+            return 0.0
+        log_pdf = (a - 1.0) * math.log(p) + (b_post - 1.0) * math.log1p(-p) - log_norm
+        return integrand(p) * math.exp(log_pdf)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", integrate.IntegrationWarning)
-        value, _ = integrate.quad(
-            integrand, 0.0, 1.0, weight="alg", wvar=(a - 1.0, b_post - 1.0), limit=200
-        )
-    return float(value) / math.exp(special.betaln(a, b_post))
+        value, _ = integrate.quad(weighted, 0.0, 1.0, points=[mean], limit=200)
+    return float(value)
 
 
 def _expected_if_alive(
@@ -1089,6 +1109,53 @@ def _correlation(a: FloatArray, b: FloatArray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _holdout_window(
+    calibration_end: datetime, observation_end: datetime, period: Period
+) -> tuple[pd.Timestamp, pd.Timestamp, int, float]:
+    """Both ends in UTC, the calibration end's period and the hold-out length in periods."""
+    cal_end = _utc(calibration_end, "calibration_end")
+    obs_end = _utc(observation_end, "observation_end")
+    cal_period = _period_of(cal_end, period)
+    return cal_end, obs_end, cal_period, float(_period_of(obs_end, period) - cal_period)
+
+
+def _checked_holdout_window(
+    calibration_end: datetime, observation_end: datetime, period: Period
+) -> tuple[pd.Timestamp, pd.Timestamp, float]:
+    cal_end, obs_end, _, holdout_periods = _holdout_window(calibration_end, observation_end, period)
+    if holdout_periods <= 0:
+        raise ValueError("observation_end must fall in a later period than calibration_end")
+    return cal_end, obs_end, holdout_periods
+
+
+HOLDOUT_SUMMARY_COLUMNS: Final = (*SUMMARY_COLUMNS, "actual")
+"""Columns of `holdout_summary`, indexed by `profile_id`."""
+
+
+def holdout_summary(
+    orders: pd.DataFrame,
+    *,
+    calibration_end: datetime,
+    observation_end: datetime,
+    period: Period = "day",
+) -> pd.DataFrame:
+    """What each customer contributes to `holdout_check`: the `summarise` frame as of
+    `calibration_end` with `actual` (float), the customer's hold-out purchase periods.
+
+    Per customer, so the summaries of disjoint sets of customers can be stacked and checked
+    together (`holdout_result`). The window is checked there, not here."""
+    _check_orders(orders)
+    cal_end, obs_end, cal_period, _ = _holdout_window(calibration_end, observation_end, period)
+    summary = summarise(orders, as_of=cal_end, period=period)
+    times = orders["ordered_at"]
+    window = orders.loc[(times > cal_end) & (times <= obs_end), list(_REQUIRED_COLUMNS)]
+    later = _purchases(window, period)
+    later = later.loc[later["period"] > cal_period]
+    actual_counts = later.groupby("profile_id", observed=True)["period"].size()
+    actual = np.asarray(actual_counts.reindex(summary.index, fill_value=0), dtype=np.float64)
+    return summary.assign(actual=actual)
+
+
 def holdout_check(
     orders: pd.DataFrame,
     *,
@@ -1106,25 +1173,42 @@ def holdout_check(
     prediction is eq. 10 over the same number of periods. Purchases later in
     `calibration_end`'s own period fall in neither window, so pass the end of a period (e.g.
     23:59:59.999999 for days).
+
+    It is `holdout_result` of `holdout_summary`, which are per customer: the summaries of
+    disjoint sets of customers, stacked in profile_id order, give the same check.
     """
     _check_orders(orders)
-    cal_end = _utc(calibration_end, "calibration_end")
-    obs_end = _utc(observation_end, "observation_end")
-    cal_period = _period_of(cal_end, period)
-    holdout_periods = float(_period_of(obs_end, period) - cal_period)
-    if holdout_periods <= 0:
-        raise ValueError("observation_end must fall in a later period than calibration_end")
-    summary = summarise(orders, as_of=cal_end, period=period)
+    _checked_holdout_window(calibration_end, observation_end, period)
+    summary = holdout_summary(
+        orders, calibration_end=calibration_end, observation_end=observation_end, period=period
+    )
+    return holdout_result(
+        summary,
+        calibration_end=calibration_end,
+        observation_end=observation_end,
+        period=period,
+        penalizer=penalizer,
+    )
+
+
+def holdout_result(
+    summary: pd.DataFrame,
+    *,
+    calibration_end: datetime,
+    observation_end: datetime,
+    period: Period = "day",
+    penalizer: float = 0.0,
+) -> HoldoutResult:
+    """`holdout_check` from the `holdout_summary` of every customer (any number of them
+    stacked): the fit on the calibration summaries and the comparison."""
+    cal_end, obs_end, holdout_periods = _checked_holdout_window(
+        calibration_end, observation_end, period
+    )
     if summary.empty:
         raise ValueError("no purchases at or before calibration_end")
     columns = _summary_columns(summary)
     bgnbd = fit_bgnbd(columns["frequency"], columns["recency"], columns["T"], penalizer=penalizer)
-    times = orders["ordered_at"]
-    window = orders.loc[(times > cal_end) & (times <= obs_end), list(_REQUIRED_COLUMNS)]
-    later = _purchases(window, period)
-    later = later.loc[later["period"] > cal_period]
-    actual_counts = later.groupby("profile_id", observed=True)["period"].size()
-    actual = np.asarray(actual_counts.reindex(summary.index, fill_value=0), dtype=np.float64)
+    actual = summary["actual"].to_numpy(np.float64)
     predicted = expected_purchases(
         bgnbd,
         holdout_periods,

@@ -26,11 +26,17 @@ than one with few. It is clipped into [1e-6, 1 - 1e-6] (a signal's confidence li
 between 0 and 1). Only topics the profile bought (k >= 1) become signals, and those below
 `min_confidence` are dropped and counted. Signals are `observed`, observed at `as_of`. The
 drop counts travel with the result, in `.attrs["dropped"]`.
+
+Everything but the base rate is per profile: `topic_counts` gives k, n and the spend share
+of the profiles of some orders (`TopicCounts`), and `interest_signals` turns the counts of
+the whole population (one `TopicCounts`, or several stacked) into signals.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -121,18 +127,30 @@ def category_topics(categories: pd.Index, settings: InterestSettings) -> tuple[I
     return codes, topics
 
 
-def category_interests(
-    orders: PreparedOrders,
-    *,
-    as_of: datetime | pd.Timestamp | None = None,
-    settings: InterestSettings | None = None,
-) -> pd.DataFrame:
-    """INTEREST_COLUMNS, one row per profile and bought topic, sorted by profile_id and topic.
+TOPIC_COUNT_COLUMNS: Final = ("topic", "orders", "profile_orders", "spend_share")
+"""Columns of `TopicCounts.pairs`: topic (categorical of str), orders (k) and profile_orders
+(n) (int64), spend_share (float)."""
 
-    `as_of` (default: the preparation's cut-off) is the signals' `observed_at`. What was
-    dropped on the way is counted in `.attrs["dropped"]` (DROP_REASONS, all present)."""
+
+@dataclass(frozen=True)
+class TopicCounts:
+    """What the profiles of some order lines contribute to `category_interests`: everything
+    but the population base rates, which need every profile's counts."""
+
+    pairs: pd.DataFrame = field(compare=False)
+    """TOPIC_COUNT_COLUMNS, one row per profile and bought topic, indexed by profile_id,
+    sorted by profile_id and topic."""
+    purchases: int
+    """Purchases of all the profiles (the base rates' denominator)."""
+    dropped: Mapping[str, int]
+    """Lines dropped: `missing_category` and `unmappable_category`."""
+
+
+def topic_counts(
+    orders: PreparedOrders, *, settings: InterestSettings | None = None
+) -> TopicCounts:
+    """Per profile and bought topic, k, n and the spend share (see the module docstring)."""
     settings = settings or InterestSettings()
-    observed_at = pd.Timestamp(scoring_as_of(orders, as_of), tz="UTC").as_unit("ns")
     table = orders.orders
     purchase = table["purchase"].to_numpy(dtype=bool)
     order_profile = table["profile_code"].to_numpy(dtype=np.int64)
@@ -166,8 +184,34 @@ def category_interests(
 
     totals = purchase_totals(orders)
     at = np.searchsorted(totals.codes, profile)
-    n = totals.purchases[at]
-    base_rate = _base_rate(topic, k, len(topics), int(purchase.sum()), settings)
+    spend_share = np.clip(
+        np.maximum(pair_spend, 0) / totals.purchase_micros[at].astype(np.float64), 0.0, 1.0
+    )
+    pairs = pd.DataFrame(
+        {
+            # codes into the few topics: a string per pair would be most of a part's size
+            "topic": pd.Categorical.from_codes(topic, categories=topics),
+            "orders": k,
+            "profile_orders": totals.purchases[at],
+            "spend_share": spend_share,
+        },
+        index=pd.Index(orders.profiles.take(profile), name="profile_id"),
+    )
+    return TopicCounts(pairs=pairs, purchases=int(purchase.sum()), dropped=dropped)
+
+
+def interest_signals(
+    counts: TopicCounts, *, observed_at: pd.Timestamp, settings: InterestSettings | None = None
+) -> pd.DataFrame:
+    """INTEREST_COLUMNS from the `topic_counts` of the whole population (see
+    `category_interests`): the base rates are shares among all of `counts`."""
+    settings = settings or InterestSettings()
+    pairs = counts.pairs
+    # parts stacked with different topics come as text, one part as categorical: same codes
+    topic, topics = pd.factorize(pairs["topic"], sort=True)
+    k = pairs["orders"].to_numpy(dtype=np.int64)
+    n = pairs["profile_orders"].to_numpy(dtype=np.int64)
+    base_rate = _base_rate(topic, k, len(topics), counts.purchases, settings)
     confidence = np.clip(
         (k + settings.prior_strength * base_rate) / (n + settings.prior_strength),
         EPSILON,
@@ -175,28 +219,42 @@ def category_interests(
     )
     enough = n >= settings.min_orders
     confident = confidence >= settings.min_confidence
+    dropped = dict(counts.dropped)
     dropped["below_min_orders"] = int((~enough).sum())
     dropped["below_min_confidence"] = int((enough & ~confident).sum())
     keep = enough & confident
-    spend_share = np.clip(
-        np.maximum(pair_spend, 0) / totals.purchase_micros[at].astype(np.float64), 0.0, 1.0
-    )
     signals = pd.DataFrame(
         {
-            "profile_id": orders.profiles.take(profile[keep]),
-            "topic": topics.take(topic[keep]),
+            "profile_id": pairs.index[keep],
+            "topic": pd.Index(topics, dtype="str").take(topic[keep]),
             "confidence": confidence[keep],
             "kind": pd.Index([str(SignalKind.OBSERVED)], dtype="str").repeat(int(keep.sum())),
             "observed_at": pd.DatetimeIndex([observed_at]).repeat(int(keep.sum())),
             "orders": k[keep],
             "profile_orders": n[keep],
             "order_share": k[keep] / n[keep],
-            "spend_share": spend_share[keep],
+            "spend_share": pairs["spend_share"].to_numpy(dtype=np.float64)[keep],
             "base_rate": base_rate[keep],
         }
     )
     signals.attrs["dropped"] = dropped
     return signals
+
+
+def category_interests(
+    orders: PreparedOrders,
+    *,
+    as_of: datetime | pd.Timestamp | None = None,
+    settings: InterestSettings | None = None,
+) -> pd.DataFrame:
+    """INTEREST_COLUMNS, one row per profile and bought topic, sorted by profile_id and topic.
+
+    `as_of` (default: the preparation's cut-off) is the signals' `observed_at`. What was
+    dropped on the way is counted in `.attrs["dropped"]` (DROP_REASONS, all present)."""
+    settings = settings or InterestSettings()
+    observed_at = pd.Timestamp(scoring_as_of(orders, as_of), tz="UTC").as_unit("ns")
+    counts = topic_counts(orders, settings=settings)
+    return interest_signals(counts, observed_at=observed_at, settings=settings)
 
 
 def _base_rate(

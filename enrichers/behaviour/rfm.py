@@ -62,9 +62,11 @@ rounding error can move a boundary. Consequences, all deliberate:
   middle score, 3 of 5: nothing tells them apart, so nobody is best or worst;
 - a percentile exactly on a boundary (p = k / bins) goes to the upper score.
 
-Recency is scored on whole days, so purchases on the same day tie. `rfm_fm`, the combined
-frequency-monetary score, is the mean of the F and M scores rounded half up
-(`(f + m + 1) // 2`). The segment is looked up in a grid of R by FM scores
+`rfm_values` gives each profile's raw values, `rfm_scores` ranks the values of the whole
+population (one `rfm_values` frame, or several of disjoint profiles stacked in profile_id
+order) and `rfm` does both. Recency is scored on whole days, so purchases on the same day
+tie. `rfm_fm`, the combined frequency-monetary score, is the mean of the F and M scores
+rounded half up (`(f + m + 1) // 2`). The segment is looked up in a grid of R by FM scores
 (`RfmSettings.segments`): a list of rules, each naming a segment and an inclusive range of R
 and of FM scores, that must cover every cell exactly once. The default
 (`DEFAULT_SEGMENTS`) fits the eleven segments of the widely used R x FM map (Champions, Loyal,
@@ -202,7 +204,8 @@ class PreparedOrders:
         return len(self.profiles) - len(purchase_totals(self).codes)
 
 
-def _as_of_ns(as_of: datetime | pd.Timestamp) -> int:
+def utc_ns(as_of: datetime | pd.Timestamp) -> int:
+    """A time zone-aware time in UTC nanoseconds (`ValueError` for a naive one)."""
     if as_of.tzinfo is None or as_of.utcoffset() is None:
         raise ValueError("as_of must be time zone-aware")
     return int(pd.Timestamp(as_of).tz_convert("UTC").as_unit("ns").value)
@@ -254,7 +257,7 @@ def prepare_orders(
     absent = [c for c in REQUIRED_COLUMNS if c not in lines.columns]
     if absent:
         raise ValueError(f"order lines lack the columns: {', '.join(absent)}")
-    as_of_ns = _as_of_ns(as_of)
+    as_of_ns = utc_ns(as_of)
     times, no_time = _times_ns(lines["ordered_at"])
     amount = _numbers(lines["amount"])
     rate = _rates(lines["currency"], money)
@@ -411,7 +414,7 @@ def scoring_as_of(orders: PreparedOrders, as_of: datetime | pd.Timestamp | None)
     orders after it would count."""
     if as_of is None:
         return int(orders.as_of.value)
-    as_of_ns = _as_of_ns(as_of)
+    as_of_ns = utc_ns(as_of)
     if as_of_ns < orders.as_of.value:
         raise ValueError("as_of is earlier than the time the orders were prepared up to")
     return as_of_ns
@@ -529,6 +532,58 @@ RFM_COLUMNS: Final = (
 rfm_r, rfm_f, rfm_m, rfm_fm (int64 scores) and rfm_segment (categorical of segment names)."""
 
 
+RFM_VALUE_COLUMNS: Final = ("recency_days", "frequency", "monetary_micros")
+"""Columns of `rfm_values` (int64): whole days since the last purchase, purchases, and the
+net value of all the profile's orders in millionths."""
+
+
+def rfm_values(
+    orders: PreparedOrders, *, as_of: datetime | pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """RFM_VALUE_COLUMNS per profile with a purchase, indexed by profile_id (sorted): what
+    each profile contributes to `rfm`, which ranks the profiles against each other.
+
+    `as_of` (default: the preparation's cut-off) is where recency is measured from."""
+    as_of_ns = scoring_as_of(orders, as_of)
+    totals = purchase_totals(orders)
+    return pd.DataFrame(
+        {
+            "recency_days": (as_of_ns - totals.last_purchase_ns) // DAY_NS,
+            "frequency": totals.purchases,
+            "monetary_micros": totals.value_micros,
+        },
+        index=pd.Index(orders.profiles.take(totals.codes), name="profile_id"),
+    )
+
+
+def rfm_scores(values: pd.DataFrame, *, settings: RfmSettings | None = None) -> pd.DataFrame:
+    """RFM_COLUMNS from `rfm_values` of the whole population (any number of them stacked,
+    profile_id order): each profile is scored by its rank among all of `values`."""
+    settings = settings or RfmSettings()
+    recency = values["recency_days"].to_numpy(dtype=np.int64)
+    frequency = values["frequency"].to_numpy(dtype=np.int64)
+    monetary = values["monetary_micros"].to_numpy(dtype=np.int64)
+    r = quantile_scores(-recency, bins=settings.bins)
+    f = quantile_scores(frequency, bins=settings.bins)
+    m = quantile_scores(monetary, bins=settings.bins)
+    fm = (f + m + 1) // 2
+    grid, names = segment_grid(settings)
+    segment = pd.Categorical.from_codes(grid[r - 1, fm - 1], categories=pd.Index(names))
+    return pd.DataFrame(
+        {
+            "recency_days": recency,
+            "frequency": frequency,
+            "monetary": monetary / MICROS,
+            "rfm_r": r,
+            "rfm_f": f,
+            "rfm_m": m,
+            "rfm_fm": fm,
+            "rfm_segment": segment,
+        },
+        index=values.index,
+    )
+
+
 def rfm(
     orders: PreparedOrders,
     *,
@@ -538,26 +593,4 @@ def rfm(
     """RFM_COLUMNS per profile with a purchase, indexed by profile_id (sorted).
 
     `as_of` (default: the preparation's cut-off) is where recency is measured from."""
-    settings = settings or RfmSettings()
-    as_of_ns = scoring_as_of(orders, as_of)
-    totals = purchase_totals(orders)
-    recency = (as_of_ns - totals.last_purchase_ns) // DAY_NS
-    r = quantile_scores(-recency, bins=settings.bins)
-    f = quantile_scores(totals.purchases, bins=settings.bins)
-    m = quantile_scores(totals.value_micros, bins=settings.bins)
-    fm = (f + m + 1) // 2
-    grid, names = segment_grid(settings)
-    segment = pd.Categorical.from_codes(grid[r - 1, fm - 1], categories=pd.Index(names))
-    return pd.DataFrame(
-        {
-            "recency_days": recency,
-            "frequency": totals.purchases,
-            "monetary": totals.value_micros / MICROS,
-            "rfm_r": r,
-            "rfm_f": f,
-            "rfm_m": m,
-            "rfm_fm": fm,
-            "rfm_segment": segment,
-        },
-        index=pd.Index(orders.profiles.take(totals.codes), name="profile_id"),
-    )
+    return rfm_scores(rfm_values(orders, as_of=as_of), settings=settings)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import integrate, special  # type: ignore[import-untyped]
+from scipy import integrate, special, stats  # type: ignore[import-untyped]
 
 from enrichers.behaviour.clv import (
     HOLDOUT_COLUMNS,
@@ -21,6 +21,7 @@ from enrichers.behaviour.clv import (
     SUMMARY_COLUMNS,
     BgNbdParams,
     GammaGammaParams,
+    _beta_mean_by_quadrature,  # the fallback's own unit
     bgnbd_log_likelihood,
     clv,
     expected_average_value,
@@ -647,3 +648,19 @@ def test_fit_all_and_scores_carry_a_stable_params_hash() -> None:
     assert scores["churn_risk"].to_numpy() == pytest.approx(1 - scores["p_alive"].to_numpy())
     assert scores.loc["b", "churn_risk"] == 0.0
     assert (scores["clv"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [(0.8, 2.4), (2.0, 3.0), (40.0, 60.0), (400.0, 600.0), (4_000.0, 6_000.0)]
+)
+def test_beta_mean_matches_scipy_for_small_and_large_parameters(a: float, b: float) -> None:
+    """The quadrature fallback of the conditional expectation: right for Beta parameters of
+    any size (a fit on a handful of customers gives them in the thousands, where B(a, b)
+    underflows; the weighted quadrature once returned garbage from a, b = 40, 60 on)."""
+    shape, s = 1.5, 0.4
+
+    def f(p: float) -> float:
+        return -math.expm1(-shape * math.log1p(p * s)) / p
+
+    expected = stats.beta(a, b).expect(f)
+    assert _beta_mean_by_quadrature(shape, s, a, b) == pytest.approx(expected, rel=1e-6)
