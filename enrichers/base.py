@@ -96,10 +96,12 @@ class Capabilities:
     signal_kind: SignalKind = SignalKind.INFERRED
 
 
-SINGLE_LOOKUP_ROWS: Final = 64
+SINGLE_LOOKUP_ROWS: Final = 512
 """Rows a provider that sends one identifier per request (batch_size 1) gets per `lookup`
 call. It sends their requests concurrently (the client bounds how many are in flight), so
-the per-call work of building frames is shared by many identifiers."""
+the per-call work of building frames is shared by many identifiers: at 512 rows it is a few
+microseconds per identifier, against ~0.3 ms of CPU for the request itself (64 rows made the
+frames cost a tenth of the lookup)."""
 
 
 def rows_per_lookup(capabilities: Capabilities) -> int:

@@ -29,6 +29,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,8 @@ class Registry:
         self._errors: dict[str, str] = {}
         self._entry_points = entry_points
         self._discovered = False
+        self._discovery_started = False
+        self._discovering = threading.RLock()
         for plugin in plugins:
             self.register(plugin)
 
@@ -155,10 +158,20 @@ class Registry:
         return dict(self._errors)
 
     def discover(self) -> None:
-        """Load third-party plugins from entry points (once)."""
+        """Load third-party plugins from entry points (once, whichever thread asks first:
+        providers' nights may run in parallel threads, and none may see half a registry)."""
         if self._discovered:
             return
-        self._discovered = True
+        with self._discovering:
+            if self._discovery_started:  # done meanwhile, or asked again while loading
+                return
+            self._discovery_started = True
+            try:
+                self._discover()
+            finally:
+                self._discovered = True
+
+    def _discover(self) -> None:
         source = self._entry_points or _installed_entry_points
         try:
             entry_points = list(source())

@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import httpx
 
@@ -57,10 +57,13 @@ from enrichers.http.feedback import rate_limit_reset_seconds, retry_after_second
 from enrichers.http.ratelimit import PausedTooLong, RateLimiter
 from enrichers.http.redact import install_log_redaction, redact_path
 from enrichers.http.stats import ClientStats, Counters
+from enrichers.http.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
-# httpx logs each request's full URL (query, userinfo, path identifiers) at INFO.
+# httpx logs each request's full URL (query, userinfo, path identifiers) at INFO, and
+# aiohttp's messages name URLs too: whatever they log is redacted.
 install_log_redaction("httpx")
+install_log_redaction("aiohttp")
 
 PROVIDER_EXTENSION = "enrichers.provider"
 """Request extension naming the provider, so `json_or_error` can name it in its error."""
@@ -74,6 +77,16 @@ MALFORMED_RESPONSE = "malformed_response"
 INVALID_REQUEST = "invalid_request"
 
 _TOO_MANY_REQUESTS = 429
+_MERGED_HEADERS = 16
+
+DEFAULT_HEADERS: Final[Mapping[str, str]] = {
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": f"python-httpx/{httpx.__version__}",
+}
+"""Headers on every request unless the caller sets them: the ones `httpx.AsyncClient` sends
+(the client sends requests through its transport itself, see `ProviderClient`)."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +121,13 @@ def json_or_error(response: httpx.Response, provider: str | None = None) -> Any:
 class ProviderClient:
     """Async HTTP for one provider instance: the only way a provider reaches the network.
 
-    `transport` is for tests and benchmarks (`httpx.MockTransport`, a local server's
-    transport); `clock`, `sleep` and `jitter` (uniform in [0, 1)) make backoff, pauses and
-    cool-downs exact in tests. `headers` (API keys) go on every request and into no message.
+    Requests go straight to an `httpx.AsyncBaseTransport` (`AiohttpTransport` unless one is
+    given: `httpx.MockTransport` in tests), built as `httpx.Request`s with DEFAULT_HEADERS,
+    the client's `headers` and the timeouts as extensions; `httpx.AsyncClient` is not used,
+    since none of its auth, redirect, cookie or hook machinery applies to a provider call and
+    it cost more CPU than the request itself. `clock`, `sleep` and `jitter` (uniform in
+    [0, 1)) make backoff, pauses and cool-downs exact in tests. `headers` (API keys) go on
+    every request and into no message.
     """
 
     def __init__(
@@ -129,23 +146,22 @@ class ProviderClient:
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
-        timeout = httpx.Timeout(
+        self.timeout = httpx.Timeout(
             settings.timeout_seconds,
             connect=settings.connect_timeout_seconds,
         )
+        """Connect, read, write and pool timeouts of every request."""
+        self._timeouts = self.timeout.as_dict()
         # Pool as large as the semaphore: a request holding a slot never waits for a
         # connection, so the pool timeout only fires if something leaks.
-        limits = httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
+        self._transport = (
+            AiohttpTransport(max_connections=settings.concurrency)
+            if transport is None
+            else transport
         )
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=timeout,
-            limits=limits,
-            headers=dict(headers or {}),
-            follow_redirects=False,
-        )
+        self._headers = httpx.Headers(DEFAULT_HEADERS)
+        self._headers.update(headers or {})
+        self._merged: dict[tuple[tuple[Any, Any], ...], httpx.Headers] = {}
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._limiter = RateLimiter(
             settings.rate_limit.per_second,
@@ -205,7 +221,7 @@ class ProviderClient:
 
     async def aclose(self) -> None:
         """Close the connections (and the injected transport)."""
-        await self._http.aclose()
+        await self._transport.aclose()
 
     def charge(self, units: int) -> None:
         """Count `units` spent after the fact (matches of a per-match provider).
@@ -241,43 +257,78 @@ class ProviderClient:
         """Send one call, retrying as the module docstring draws; return a 2xx/ok response.
 
         `cost`: billable units reserved before sending (per call: 1; per id: the batch
-        size; per match: 0, then `charge`). `httpx_kwargs` go to `httpx.AsyncClient.request`.
+        size; per match: 0, then `charge`). `httpx_kwargs` build the `httpx.Request`
+        (`params`, `headers` over the client's, `json`, `content`, `extensions`, ...);
+        `timeout` (an `httpx.Timeout` or seconds) overrides the client's for this call.
         """
         if cost < 0:
             raise ValueError("cost must be >= 0")
         if self.billing is Billing.FREE:
             cost = 0  # nothing is billed, so nothing is counted or limited
         self._counters.calls += 1
-        where = _where(method, url)
         if not self._budget.can_reserve(cost):
             self._counters.budget_rejections += 1
-            raise self._count(BudgetExhaustedError(self.name, f"{where}: budget exhausted"))
-        ticket = self._admit(where)
+            raise self._count(
+                BudgetExhaustedError(self.name, f"{_where(method, url)}: budget exhausted")
+            )
+        ticket = self._admit(method, url)
         self._budget.reserve(cost)
-        extensions = {**httpx_kwargs.pop("extensions", {}), PROVIDER_EXTENSION: self.name}
-        kwargs = {**httpx_kwargs, "extensions": extensions}
+        kwargs = self._request_kwargs(httpx_kwargs)
         try:
             return await self._call(
-                method, url, where=where, ticket=ticket, ok_statuses=ok_statuses, kwargs=kwargs
+                method, url, ticket=ticket, ok_statuses=ok_statuses, kwargs=kwargs
             )
         finally:
             # Frees the half-open trial slot if the call ended without an outcome
             # (cancelled, refused by the limiter); a no-op once the outcome moved the breaker.
             self._breaker.release(ticket)
 
-    def _admit(self, where: str) -> Ticket:
+    def _request_kwargs(self, httpx_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`httpx.Request` arguments of one call: the client's headers under the call's, the
+        timeouts and the provider's name as extensions."""
+        headers = self._headers
+        extra = httpx_kwargs.pop("headers", None)
+        if extra:
+            headers = self._merged_headers(extra)
+        timeout = httpx_kwargs.pop("timeout", None)
+        timeouts = self._timeouts if timeout is None else httpx.Timeout(timeout).as_dict()
+        extensions = {
+            "timeout": timeouts,
+            **httpx_kwargs.pop("extensions", {}),
+            PROVIDER_EXTENSION: self.name,
+        }
+        return {**httpx_kwargs, "headers": headers, "extensions": extensions}
+
+    def _merged_headers(self, extra: Any) -> httpx.Headers:
+        """The client's headers under `extra` (anything `httpx.Headers` takes); kept per
+        distinct mapping, since a provider sends the same few headers with every call and
+        merging costs more than the lookup."""
+        key = tuple(extra.items()) if isinstance(extra, Mapping) else None
+        cached = self._merged.get(key) if key is not None else None
+        if cached is not None:
+            return cached
+        merged = self._headers.copy()
+        merged.update(extra)
+        if key is not None:
+            if len(self._merged) >= _MERGED_HEADERS:
+                self._merged.clear()
+            self._merged[key] = merged
+        return merged
+
+    def _admit(self, method: str, url: str) -> Ticket:
         try:
             return self._breaker.admit()
         except CircuitOpen:
             self._counters.circuit_rejections += 1
-            raise self._count(CircuitOpenError(self.name, f"{where}: circuit open")) from None
+            raise self._count(
+                CircuitOpenError(self.name, f"{_where(method, url)}: circuit open")
+            ) from None
 
     async def _call(
         self,
         method: str,
         url: str,
         *,
-        where: str,
         ticket: Ticket,
         ok_statuses: Collection[int],
         kwargs: dict[str, Any],
@@ -293,11 +344,11 @@ class ProviderClient:
                 except CircuitOpen:
                     self._counters.circuit_rejections += 1
                     raise self._count(
-                        CircuitOpenError(self.name, f"{where}: circuit open")
+                        CircuitOpenError(self.name, f"{_where(method, url)}: circuit open")
                     ) from None
-            outcome = await self._attempt(method, url, where, kwargs)
+            outcome = await self._attempt(method, url, kwargs)
             if isinstance(outcome, httpx.Response):
-                terminal = self._terminal(outcome, ok_statuses, where)
+                terminal = self._terminal(outcome, ok_statuses, method, url)
                 self._breaker.success(ticket)
                 if terminal is not None:
                     raise self._count(terminal)
@@ -310,6 +361,7 @@ class ProviderClient:
                 or ticket.trial  # half-open lets exactly one attempt through
                 or (outcome.server_delay or 0.0) > settings.max_backoff_seconds
             )
+            where = _where(method, url)
             if gives_up:
                 if too_many:
                     # a provider that says "slow down" is up: throttling, not a failure
@@ -349,9 +401,10 @@ class ProviderClient:
         return self._jitter() * cap
 
     async def _attempt(
-        self, method: str, url: str, where: str, kwargs: dict[str, Any]
+        self, method: str, url: str, kwargs: dict[str, Any]
     ) -> httpx.Response | _Failed:
-        """One HTTP request under the semaphore and the rate limit."""
+        """One HTTP request under the semaphore and the rate limit, sent by the transport
+        and read to the end (a body that cannot be decoded is a terminal failure)."""
         counters = self._counters
         async with self._semaphore:
             try:
@@ -360,14 +413,17 @@ class ProviderClient:
                 raise self._count(
                     TransientProviderError(
                         self.name,
-                        f"{where}: server pause too long ({RATE_LIMITED})",
+                        f"{_where(method, url)}: server pause too long ({RATE_LIMITED})",
                         reason=RATE_LIMITED,
                     )
                 ) from None
             counters.attempts += 1
             start = self._clock()
             try:
-                response = await self._http.request(method, url, **kwargs)
+                request = httpx.Request(method, url, **kwargs)
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                await response.aread()
             except httpx.TimeoutException:
                 counters.timeouts += 1
                 return _Failed(TIMEOUT)
@@ -375,10 +431,10 @@ class ProviderClient:
                 counters.connect_errors += 1
                 return _Failed(CONNECT_ERROR)
             except httpx.DecodingError:
-                raise self._count(self._terminal_error(where, MALFORMED_RESPONSE)) from None
+                raise self._count(self._terminal_error(method, url, MALFORMED_RESPONSE)) from None
             except (httpx.HTTPError, httpx.InvalidURL):
-                # Unsupported scheme, bad URL, too many redirects: our request is wrong.
-                raise self._count(self._terminal_error(where, INVALID_REQUEST)) from None
+                # Unsupported scheme, bad URL or header: our request is wrong.
+                raise self._count(self._terminal_error(method, url, INVALID_REQUEST)) from None
             finally:
                 counters.latencies.append(self._clock() - start)
         counters.statuses[response.status_code] += 1
@@ -406,17 +462,18 @@ class ProviderClient:
         return response
 
     def _terminal(
-        self, response: httpx.Response, ok_statuses: Collection[int], where: str
+        self, response: httpx.Response, ok_statuses: Collection[int], method: str, url: str
     ) -> TerminalProviderError | None:
         status = response.status_code
         if 200 <= status < 300 or status in ok_statuses:
             return None
         kind = "client_error" if 400 <= status < 500 else "unexpected_status"
         reason = f"{kind}_{status}"
+        where = _where(method, url)
         return TerminalProviderError(self.name, f"{where} -> {status} ({reason})", reason=reason)
 
-    def _terminal_error(self, where: str, reason: str) -> TerminalProviderError:
-        return TerminalProviderError(self.name, f"{where}: {reason}", reason=reason)
+    def _terminal_error(self, method: str, url: str, reason: str) -> TerminalProviderError:
+        return TerminalProviderError(self.name, f"{_where(method, url)}: {reason}", reason=reason)
 
     def _record_failure(self, ticket: Ticket, reason: str) -> None:
         before = self._breaker.trips

@@ -264,6 +264,8 @@ class HttpJsonProvider:
             )
         self._authenticated = settings.auth is not None
         self._unmapped: Counter[str] = Counter()
+        self._ok_statuses = tuple(settings.no_match_statuses)
+        self._single_cost = request_cost(settings.billing, 1)
 
     def __repr__(self) -> str:
         # Never the headers: they hold the credential.
@@ -332,13 +334,9 @@ class HttpJsonProvider:
         if s.body is not None:
             kwargs["json"] = render_json(s.body, subs)
         response = await client.request(
-            s.method,
-            url,
-            cost=request_cost(s.billing, 1),
-            ok_statuses=tuple(s.no_match_statuses),
-            **kwargs,
+            s.method, url, cost=self._single_cost, ok_statuses=self._ok_statuses, **kwargs
         )
-        if response.status_code in s.no_match_statuses:
+        if response.status_code in self._ok_statuses:
             return NO_MATCH
         return map_item(client.json_or_error(response), self._shape, now=now)
 
@@ -369,12 +367,12 @@ class HttpJsonProvider:
             s.method,
             s.base_url + s.endpoint,
             cost=request_cost(s.billing, len(identifiers)),
-            ok_statuses=tuple(s.no_match_statuses),
+            ok_statuses=self._ok_statuses,
             params=dict(s.query),
             json=body,
             headers=self._headers,
         )
-        if response.status_code in s.no_match_statuses:
+        if response.status_code in self._ok_statuses:
             return [NO_MATCH for _ in refs]
         document = client.json_or_error(response)
         return map_batch(document, self._shape, refs=refs, now=now)

@@ -39,6 +39,7 @@ from enrichers.http.feedback import rate_limit_reset_seconds, retry_after_second
 from enrichers.http.ratelimit import PausedTooLong, RateLimiter
 from enrichers.http.redact import redact_path, redact_url
 from enrichers.http.stats import quantile
+from enrichers.http.transport import AiohttpTransport
 
 T = TypeVar("T")
 URL = "https://api.example.test/v1/person"
@@ -796,9 +797,10 @@ def test_timeouts_and_pool_follow_the_settings() -> None:
             settings(timeout_seconds=7, connect_timeout_seconds=2, concurrency=13),
             billing=Billing.PER_CALL,
         ) as client:
-            http = client._http
-            pool = http._transport._pool  # type: ignore[attr-defined]
-            return http.timeout, (pool._max_connections, pool._max_keepalive_connections)
+            transport = client._transport
+            assert isinstance(transport, AiohttpTransport)
+            # aiohttp keeps every connection of its pool alive: one bound for both.
+            return client.timeout, (transport.max_connections, transport.max_connections)
 
     timeout, pool = run(go())
     assert timeout == httpx.Timeout(7, connect=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,3 +174,27 @@ def test_the_readme_example_is_a_valid_provider(tmp_path: Path) -> None:
     [settings] = registry.parse_settings(entries, path=path)
     assert settings.name == "socialscore"
     assert [r.ref for r in secret_refs(settings)] == ["env:SOCIALSCORE_API_KEY"]
+
+
+def test_discovery_runs_once_and_no_thread_sees_half_of_it() -> None:
+    started, release = threading.Event(), threading.Event()
+    scans: list[int] = []
+
+    def points() -> list[FakeEntryPoint]:
+        scans.append(1)
+        started.set()
+        release.wait(5)  # a slow entry point scan, while another thread asks for a type
+        return [FakeEntryPoint("acme", "acme_enrich:PLUGIN", AcmePlugin())]
+
+    reg = Registry(registry.BUILTINS, entry_points=points)
+    found: list[str] = []
+    first = threading.Thread(target=lambda: found.append(reg.get("acme").name))
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=lambda: found.append(reg.get("acme").name))
+    second.start()
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert found == ["acme", "acme"]
+    assert scans == [1]
