@@ -11,19 +11,28 @@ and the Pareto figures go to the run summary. Nothing here leaves the machine, s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from enrichers.base import SUBJECT, empty_signals
 from enrichers.behaviour.config import BehaviourSettings
-from enrichers.behaviour.provider import LINE_COLUMNS, BehaviourResult, score
+from enrichers.behaviour.provider import (
+    LINE_COLUMNS,
+    BehaviourPart,
+    BehaviourResult,
+    score_parts,
+    summarise,
+)
+from flows.runner import Partitions
 from profiles.config import RunConfig
 from profiles.identity import PROFILE_ID
-from profiles.rundir import RunOutput
+from profiles.rundir import RunOutput, read_partition, write_part
 from profiles.types import CanonicalField, SourceKind
 
 PROFILING_COLUMN = "decision_profiling"
@@ -65,8 +74,25 @@ def order_lines(
     )
 
 
-@task(name="behaviour", persist_result=False, cache_policy=NO_CACHE)
+@dataclass(frozen=True)
+class BehaviourJob:
+    """One partition of the behaviour stage: the order lines of a contiguous range of
+    profiles (a Parquet part) and how to summarise them."""
+
+    lines: str
+    settings: BehaviourSettings
+    as_of: datetime
+
+
+@task(name="behaviour-partition", persist_result=False, cache_policy=NO_CACHE)
+def behaviour_partition(job: BehaviourJob) -> BehaviourPart:
+    """The per-profile half of the scores for one partition's order lines (no values that
+    name anyone but by profile id)."""
+    return summarise(read_partition(job.lines), as_of=job.as_of, settings=job.settings)
+
+
 def score_behaviour(
+    work: Partitions,
     config: RunConfig,
     settings: BehaviourSettings,
     *,
@@ -75,7 +101,12 @@ def score_behaviour(
     as_of: datetime,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """profiles with the score columns added (missing where not scored), the behaviour
-    signals (SIGNAL_COLUMNS with profile_id), and the summary section (empty when off)."""
+    signals (SIGNAL_COLUMNS with profile_id), and the summary section (empty when off).
+
+    The order lines are summarised per partition of profiles (contiguous ranges of
+    `profiles`, `performance.partition_profiles` each) on the runner; the population step
+    (quintiles, ABC classes, the model fits) runs here on the stacked parts.
+    """
     if not settings.enabled:
         return profiles, empty_signals().rename(columns={SUBJECT: PROFILE_ID}), {}
     logger = get_run_logger()
@@ -87,7 +118,21 @@ def score_behaviour(
         f"{len(allowed):,}",
         as_of.isoformat(timespec="seconds"),
     )
-    result: BehaviourResult = score(lines, as_of=as_of, settings=settings)
+    rows = config.performance.partition_profiles
+    position = pd.Series(np.arange(len(profiles)) // rows, index=profiles[PROFILE_ID].astype(str))
+    partition = lines[PROFILE_ID].map(position).to_numpy()
+    folder = output.parts_dir("behaviour")
+    jobs = [
+        BehaviourJob(
+            lines=str(write_part(folder / f"{index:06d}.parquet", lines[partition == index])),
+            settings=settings,
+            as_of=as_of,
+        )
+        for index in range(max(1, -(-len(profiles) // rows)))
+    ]
+    del lines
+    parts = work.map(behaviour_partition, jobs)
+    result: BehaviourResult = score_parts(parts, as_of=as_of, settings=settings)
     scored = profiles.merge(
         result.scores, left_on=PROFILE_ID, right_index=True, how="left", validate="one_to_one"
     )

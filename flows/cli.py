@@ -158,19 +158,44 @@ def run(
             "past night; default: now."
         ),
     ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the partition tasks run: threads, processes, dask (an existing "
+            "cluster, with --dask-address) or dask-local (a local cluster of --workers "
+            "processes). Default: enrich.yaml's performance.runner."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes (processes, dask-local runners)."),
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="The Dask scheduler of --runner dask, e.g. tcp://10.0.0.5:8786."),
+    ] = None,
 ) -> None:
     """Run the nightly flow once; prints the run's output folder."""
-    _load(config)  # fail fast, before Prefect starts, on a bad config
+    cfg = _load(config)  # fail fast, before Prefect starts, on a bad config
     from flows.nightly import end_of_day, run_nightly  # noqa: PLC0415 - Prefect import is slow
+    from flows.runner import Runner  # noqa: PLC0415
 
     try:
         if as_of is not None:
             end_of_day(as_of)
+        Runner.of(cfg.performance, kind=runner, workers=workers, address=dask_address)
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
     try:
-        folder = run_nightly(config, run_id=run_id, as_of=as_of)
+        folder = run_nightly(
+            config,
+            run_id=run_id,
+            as_of=as_of,
+            runner=runner,
+            workers=workers,
+            dask_address=dask_address,
+        )
     except EnrichError as exc:
         raise _fail(exc) from None
     summary = json.loads((folder / "run_summary.json").read_text(encoding="utf-8"))

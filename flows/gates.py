@@ -7,13 +7,17 @@ decision log before the run publishes anything that depends on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
+from flows.runner import Partitions
 from policy.audit import DecisionLog
 from policy.bundle import PolicyBundle, default_bundle_path, load_bundle
 from policy.consent import (
@@ -21,11 +25,18 @@ from policy.consent import (
     latest_consents,
     suppressed_profiles,
 )
-from policy.engine import GATE_PURPOSES, evaluate, subject_regimes
+from policy.engine import GATE_PURPOSES, evaluate_all, subject_regimes
 from policy.facts import build_facts
 from policy.types import Gate, Purpose
 from profiles.config import RunConfig
-from profiles.rundir import LINKS_FILE, PROFILES_FILE, published_runs
+from profiles.rundir import (
+    LINKS_FILE,
+    PROFILES_FILE,
+    published_runs,
+    read_partition,
+    write_part,
+    write_partitions,
+)
 from profiles.settings import EnrichSettings
 from profiles.store import StateStore
 from profiles.types import SourceKind
@@ -65,7 +76,7 @@ def ingest_consents(
 
 def subject_facts(
     profiles: pd.DataFrame,
-    customers: Sequence[str],
+    customers: pd.Series,
     identifiers: pd.DataFrame,
     store: StateStore,
     as_of: datetime,
@@ -81,23 +92,78 @@ def subject_facts(
     )
 
 
+@dataclass(frozen=True)
+class DecideJob:
+    """One partition of the policy evaluation: its facts file, where its decisions go, and
+    the bundle (configuration, no personal data)."""
+
+    facts: str
+    decisions: str
+    bundle: PolicyBundle
+
+
+def evaluate_gates(bundle: PolicyBundle, facts: pd.DataFrame) -> pd.DataFrame:
+    """Every gate's decisions for every subject in `facts`: DECISION_COLUMNS plus `context`
+    (the subject's jurisdiction), gate by gate in `GATES` order, subjects in facts order."""
+    regime = regime_context(bundle, facts).to_numpy()
+    frames = evaluate_all(bundle, facts, GATES)
+    for decisions in frames:
+        decisions["context"] = regime
+    return pd.concat(frames, ignore_index=True)
+
+
+@task(name="decide-partition", persist_result=False, cache_policy=NO_CACHE)
+def decide_partition(job: DecideJob) -> int:
+    """Evaluate every gate for one partition of the facts; write its decisions (a part the
+    flow logs in order). Returns the number of decisions."""
+    decisions = evaluate_gates(job.bundle, read_partition(job.facts))
+    write_part(Path(job.decisions), decisions)
+    return len(decisions)
+
+
 def decide(
+    work: Partitions,
     bundle: PolicyBundle,
     facts: pd.DataFrame,
-    log: DecisionLog,
-    run_id: str,
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Evaluate every gate; log every decision; return decisions per profile and counts.
+    *,
+    folder: Path,
+    rows: int,
+) -> list[Path]:
+    """Evaluate every gate on the runner, `rows` subjects per partition task; returns the
+    decision parts in facts order (`log_decisions` appends them)."""
+    inputs = write_partitions(folder / "facts", facts, rows)
+    jobs = [
+        DecideJob(facts=str(path), decisions=str(folder / "decisions" / path.name), bundle=bundle)
+        for path in inputs
+    ]
+    work.map(decide_partition, jobs)
+    return [Path(job.decisions) for job in jobs]
 
-    The frame has one column per purpose (`decision_<purpose>`) indexed by subject; the counts
-    are one row per (gate, purpose, decision, rule, reason).
+
+@task(name="log-decisions", persist_result=False, cache_policy=NO_CACHE)
+def log_decisions(
+    parts: list[Path], subjects: pd.Series, log: DecisionLog, run_id: str
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Append every decision to the decision log, gate by gate and each gate's subjects in
+    facts order (whatever the partitions); return the decisions per profile and the counts.
+
+    The frame has one column per purpose (`decision_<purpose>`) indexed by subject (and for
+    gate C the basis, evidence and redactions beside each decision); the counts are one row
+    per (gate, purpose, decision, rule, reason).
     """
-    per_subject = pd.DataFrame(index=pd.Index(facts["subject"], name="subject"))
+    per_subject = pd.DataFrame(index=pd.Index(subjects, name="subject"))
     counts: list[dict[str, Any]] = []
-    regime = regime_context(bundle, facts)
     for gate, purpose in GATES:
-        decisions = evaluate(bundle, facts, gate=gate, purpose=purpose)
-        decisions["context"] = regime.to_numpy()
+        decisions = pd.concat(
+            [
+                pq.read_table(
+                    part,
+                    filters=[("gate", "=", str(gate)), ("purpose", "=", str(purpose))],
+                ).to_pandas()
+                for part in parts
+            ],
+            ignore_index=True,
+        )
         log.append(run_id, decisions, actor="nightly")
         per_subject[f"decision_{purpose}"] = decisions["decision"].astype(str).to_numpy()
         if gate is Gate.C:  # what the exports write beside each person: basis, evidence, redactions
@@ -123,10 +189,11 @@ def regime_context(bundle: PolicyBundle, facts: pd.DataFrame) -> pd.Series:
     )
 
 
-def customers_of(config: RunConfig, links: pd.DataFrame) -> list[str]:
-    """Profiles with at least one row from an orders source."""
+def customers_of(config: RunConfig, links: pd.DataFrame) -> pd.Series:
+    """Profiles with at least one row from an orders source (sorted, each once)."""
     orders = [s.name for s in config.sources if s.kind is SourceKind.ORDERS]
-    return sorted(set(links.loc[links["source"].isin(orders), "profile_id"].astype(str)))
+    ids = links.loc[links["source"].isin(orders), "profile_id"].astype(str)
+    return ids.drop_duplicates().sort_values(ignore_index=True)
 
 
 def latest_run_dir(config: RunConfig) -> Path | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -26,11 +28,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from enrichers.base import ProviderSettings, empty_signals
+from enrichers.base import ProviderSettings
 from enrichers.behaviour.config import BehaviourSettings, parse_behaviour
 from flows.audit import signed_log
 from flows.behaviour import score_behaviour
-from flows.enrich import candidates, enrich_with, provider_settings
+from flows.enrich import candidates, provider_settings, start_enrichment
 from flows.exports import export_outputs
 from flows.fusion import Fused, FusionStage, fuse_interests
 from flows.gates import (
@@ -38,34 +40,40 @@ from flows.gates import (
     customers_of,
     decide,
     ingest_consents,
+    log_decisions,
     policy_bundle,
     subject_facts,
 )
+from flows.identify import ChunkJob, identify_chunk
 from flows.keys import resolve_key, resolve_signer
 from flows.personas import PERSONAS_FILE, build_personas, persona_summary
 from flows.report import write_report
+from flows.runner import Partitions, Runner, partitions
 from flows.summary import (
+    Laps,
     build_summary,
     checkpoint_markdown,
     summary_counts,
     summary_markdown,
 )
-from policy.audit import ChainedDecisionLog, DecisionLog, LogError, Signer
+from flows.workers import RunRef, release
+from policy.audit import ChainedDecisionLog, LogError, Signer
 from policy.bundle import PolicyBundle
 from policy.consent import INPUT_COLUMNS
 from policy.types import SuppressionKind
 from profiles.accounting import SourceCounts
-from profiles.config import RunConfig, SourceConfig, load_run_config
+from profiles.config import RunConfig, load_run_config
 from profiles.golden import golden_records, profile_table, recency_field
 from profiles.hashing import Key, Pseudonymiser
-from profiles.identifiers import IdentifierStage, present_column, pseudonymise_values
+from profiles.identifiers import present_column, pseudonymise_values
 from profiles.identity import PreviousIdentity, Resolution, resolve
-from profiles.ingest import count_records, read_source
-from profiles.quarantine import Sealer, rows_without_identifier, unparseable_rows
+from profiles.ingest import count_records, plan_chunks
+from profiles.quarantine import Sealer
 from profiles.rundir import PROFILE_ID, ROW_COLUMNS, NightLock, RunOutput
 from profiles.settings import EnrichSettings
 from profiles.store import StateStore, StoreError
 from profiles.types import NAME_FIELDS, IdentifierKind, SourceKind
+from profiles.vault import Vault, vault_key
 
 SUMMARY_ARTIFACT_KEY = "nightly-enrichment-summary"
 REPORT_FILE = "report.html"
@@ -98,51 +106,6 @@ class _Progress:
         pct = min(100.0, 100.0 * self.done / self.total)
         update_progress_artifact(artifact_id=self.artifact_id, progress=pct)
         return pct
-
-
-@task(name="identify-source", persist_result=False, cache_policy=NO_CACHE)
-def identify_source(
-    source: SourceConfig,
-    chunk_rows: int,
-    *,
-    stage: IdentifierStage,
-    erased: Mapping[str, frozenset[str]],
-    sealer: Sealer | None,
-    output: RunOutput,
-    progress: _Progress,
-) -> SourceCounts:
-    """Read one source chunk by chunk; write accepted rows and quarantine; return counts only."""
-    logger = get_run_logger()
-    counts = SourceCounts(source=source.name, file=source.path.name)
-    for chunk in read_source(source, chunk_rows):
-        identified = stage.process(chunk.frame, source)
-        counts.add_identified(identified)
-        counts.add_unparseable(len(chunk.unparseable))
-        gone = erased_rows(identified, erased)
-        counts.add_erased(int(gone.sum()))
-        output.add_accepted(source.name, identified.loc[~gone])
-        output.add_quarantine(
-            pd.concat(
-                [
-                    unparseable_rows(source.name, source.path.name, chunk.unparseable, sealer),
-                    rows_without_identifier(
-                        source.name, source.path.name, identified, chunk.frame, sealer
-                    ),
-                ],
-                ignore_index=True,
-            )
-        )
-        pct = progress.advance(chunk.rows_in)
-        logger.info(
-            "%s: %s rows read, %s accepted, %s quarantined (all sources %.0f%%)",
-            source.name,
-            f"{counts.rows_in:,}",
-            f"{counts.rows_accepted:,}",
-            f"{counts.rows_quarantined:,}",
-            pct,
-        )
-    counts.check()
-    return counts
 
 
 _IDENTITY_COLUMNS = ["source", "line", "key_id", *(f"{k}_pseudonym" for k in IdentifierKind)]
@@ -178,7 +141,7 @@ def resolve_identities(
 @task(name="link-profiles", persist_result=False, cache_policy=NO_CACHE)
 def link_profiles(
     config: RunConfig, output: RunOutput, resolution: Resolution
-) -> tuple[pd.DataFrame, list[str]]:
+) -> tuple[pd.DataFrame, pd.Series]:
     """Write identity_links.parquet; return the profile table and the customers' profile ids."""
     fields = [str(f) for f in config.identity.golden]
     for source in config.sources:
@@ -194,31 +157,85 @@ def link_profiles(
     return profiles, customers_of(config, rows)
 
 
-@task(name="apply-policy", persist_result=False, cache_policy=NO_CACHE)
-def apply_policy(
-    config: RunConfig,
+@dataclass
+class Night:
+    """One run as the flow's process holds it: what every stage needs, opened once."""
+
+    config: RunConfig
+    run: RunRef
+    keys: RunKeys
+    bundle: PolicyBundle
+    providers: list[ProviderSettings]
+    behaviour: BehaviourSettings
+    fusion: FusionStage
+    store: StateStore
+    log: ChainedDecisionLog
+    output: RunOutput
+    contacts: Vault
+    work: Partitions
+    started: datetime
+    """The policy's clock: consents, retention, ages."""
+    as_of: datetime
+    """The night the behaviour scores and signal ages describe."""
+    laps: Laps
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.run.run_id
+
+
+def consent_rows(config: RunConfig, output: RunOutput) -> pd.DataFrame:
+    """Tonight's accepted rows of the consent sources: what consent ingest reads (pseudonyms
+    and consent fields; no profile id is needed, so it can run beside identity resolution)."""
+    consent_sources = [s.name for s in config.sources if s.kind is SourceKind.CONSENTS]
+    rows = output.read_accepted([c for c in INPUT_COLUMNS if c in ROW_COLUMNS])
+    return rows[rows["source"].isin(consent_sources)].reset_index(drop=True)
+
+
+@task(name="policy-facts", persist_result=False, cache_policy=NO_CACHE)
+def policy_facts(
+    store: StateStore,
     *,
-    bundle: PolicyBundle,
-    output: RunOutput,
     resolution: Resolution,
     profiles: pd.DataFrame,
-    customers: list[str],
-    store: StateStore,
-    log: DecisionLog,
-    run_id: str,
+    customers: pd.Series,
     as_of: datetime,
+) -> pd.DataFrame:
+    """The facts every gate decides on: one row per profile, in profile order."""
+    return subject_facts(profiles, customers, resolution.identifiers, store, as_of)
+
+
+def apply_policy(
+    night: Night,
+    resolution: Resolution,
+    profiles: pd.DataFrame,
+    customers: pd.Series,
+    consents: dict[str, int],
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Ingest consents, decide every gate for every profile, log each decision.
+    """Decide every gate for every profile (partition tasks on the runner), log each
+    decision. `consents`: the counts of tonight's consent ingest (already stored).
 
     Returns the profile table with one `decision_<purpose>` column per purpose, the facts the
     decisions were taken on, and the policy part of the run summary.
     """
     logger = get_run_logger()
-    consent_sources = [s.name for s in config.sources if s.kind is SourceKind.CONSENTS]
-    rows = output.read_links(list(INPUT_COLUMNS), sources=consent_sources)
-    consents = ingest_consents(config, bundle, rows, store, run_id)
-    facts = subject_facts(profiles, customers, resolution.identifiers, store, as_of)
-    per_subject, counts = decide(bundle, facts, log, run_id)
+    bundle = night.bundle
+    facts = policy_facts(
+        night.store,
+        resolution=resolution,
+        profiles=profiles,
+        customers=customers,
+        as_of=night.started,
+    )
+    parts = decide(
+        night.work,
+        bundle,
+        facts,
+        folder=night.output.parts_dir("policy"),
+        rows=night.config.performance.partition_profiles,
+    )
+    per_subject, counts = log_decisions(parts, facts["subject"], night.log, night.run_id)
     decided = profiles.merge(per_subject, left_on=PROFILE_ID, right_index=True, how="left")
     allowed = {
         str(purpose): int((per_subject[f"decision_{purpose}"] != "deny").sum())
@@ -238,40 +255,6 @@ def apply_policy(
         "decisions": counts,
     }
     return decided, facts, summary
-
-
-@task(name="enrich", persist_result=False, cache_policy=NO_CACHE)
-def enrich_profiles(
-    providers: list[ProviderSettings],
-    *,
-    bundle: PolicyBundle,
-    facts: pd.DataFrame,
-    resolution: Resolution,
-    stage: IdentifierStage,
-    store: StateStore,
-    log: DecisionLog,
-    run_id: str,
-    now: datetime,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every configured provider in turn; returns all signals and the accounting per provider."""
-    if not providers:
-        return empty_signals().rename(columns={"subject": PROFILE_ID}), {}
-    frames, accounting = [], {}
-    subjects = candidates(bundle, facts, resolution.identifiers)
-    for settings in providers:
-        signals, accounting[settings.name] = enrich_with(
-            settings,
-            bundle=bundle,
-            subjects=subjects,
-            stage=stage,
-            store=store,
-            log=log,
-            run_id=run_id,
-            now=now,
-        )
-        frames.append(signals)
-    signals = pd.concat(frames, ignore_index=True)
-    return signals.rename(columns={"subject": PROFILE_ID}), accounting
 
 
 @dataclass(frozen=True)
@@ -308,41 +291,53 @@ def _run_keys(config: RunConfig, settings: EnrichSettings, config_path: Path) ->
 
 @flow(name="nightly_enrichment", persist_result=False, log_prints=False)
 def nightly_enrichment(
-    config_path: str, run_id: str | None = None, as_of: str | None = None
+    config_path: str,
+    run_id: str | None = None,
+    as_of: str | None = None,
+    *,
+    runner: str | None = None,
+    workers: int | None = None,
+    dask_address: str | None = None,
 ) -> str:
     """Run one night: every input row ends in a profile or in quarantine.csv.
 
     `as_of` (ISO date) is the night whose state the behaviour scores describe: orders after
-    its end are ignored, so any past night can be reproduced; default: now. Returns the run's
-    output folder. Fails if any source's rows do not balance, and at once if another run
-    holds the same state folder (runs are refused, never interleaved).
+    its end are ignored, so any past night can be reproduced; default: now. `runner`,
+    `workers` and `dask_address` choose where the partition tasks run (flows.runner; default:
+    enrich.yaml's `performance`). Returns the run's output folder. Fails if any source's rows
+    do not balance, and at once if another run holds the same state folder (runs are refused,
+    never interleaved).
     """
     config: RunConfig = load_run_config(config_path)
+    chosen = Runner.of(config.performance, kind=runner, workers=workers, address=dask_address)
     with NightLock(config.state_dir):
-        return _night(config, config_path, run_id=run_id, as_of=as_of)
+        return _night(config, Path(config_path), run_id=run_id, as_of=as_of, runner=chosen)
 
 
-def _night(config: RunConfig, config_path: str, *, run_id: str | None, as_of: str | None) -> str:
-    """The body of `nightly_enrichment`, under its lock."""
+def _night(
+    config: RunConfig, config_path: Path, *, run_id: str | None, as_of: str | None, runner: Runner
+) -> str:
+    """The body of `nightly_enrichment`, under its lock: open everything, run the stages,
+    publish, record the outcome in the ledger."""
     logger = get_run_logger()
     started = datetime.now(UTC)
-    scores_as_of = started if as_of is None else end_of_day(as_of)
     run_id = run_id or new_run_id(started)
     settings = EnrichSettings()
-    keys = _run_keys(config, settings, Path(config_path))
+    keys = _run_keys(config, settings, config_path)
     bundle = policy_bundle(config)
-    providers, behaviour, fusion_stage = _stage_settings(config, Path(config_path))
+    providers, behaviour, fusion_stage = _stage_settings(config, config_path)
     store = StateStore.open(settings.state_url_for(config.state_dir))
     total = sum(count_records(s) for s in config.sources if s.path.is_file())
     logger.info(
-        "run %s: %d source(s), about %s rows, pseudonym key %s, state %s",
+        "run %s: %d source(s), about %s rows, pseudonym key %s, state %s, runner %s",
         run_id,
         len(config.sources),
         f"{total:,}",
         keys.key.key_id,
         store.url,
+        runner.describe(),
     )
-    config_hash = hashlib.sha256(Path(config_path).read_bytes()).hexdigest()
+    config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()
     try:
         output = RunOutput(config.output_dir, run_id)
         store.start_run(run_id, config_hash, started)
@@ -350,124 +345,46 @@ def _night(config: RunConfig, config_path: str, *, run_id: str | None, as_of: st
     except BaseException:
         store.close()
         raise
-    progress = _Progress(total)
     log = signed_log(config, keys.signer)
-    try:
-        with IdentifierStage(
-            config.identifiers, keys.pseudonymiser, workers=config.performance.workers
-        ) as stage:
-            counts = [
-                identify_source(
-                    source,
-                    config.performance.chunk_rows,
-                    stage=stage,
-                    erased=erased,
-                    sealer=keys.sealer,
-                    output=output,
-                    progress=progress,
-                )
-                for source in config.sources
-            ]
-        if (
-            sum(c.rows_accepted for c in counts) != output.accepted_rows
-            or sum(c.rows_quarantined for c in counts) != output.quarantine_rows
-        ):
-            raise RuntimeError("written rows differ from counted rows")  # a bug, never data
-        resolution = resolve_identities(config, output, store, keys.blocked)
-        profiles, customers = link_profiles(config, output, resolution)
-        profiles, facts, policy_summary = apply_policy(
-            config,
-            bundle=bundle,
-            output=output,
-            resolution=resolution,
-            profiles=profiles,
-            customers=customers,
-            store=store,
-            log=log,
-            run_id=run_id,
-            as_of=started,
-        )
-        profiles, behaviour_signals, behaviour_summary = score_behaviour(
-            config, behaviour, output=output, profiles=profiles, as_of=scores_as_of
-        )
-        signals, enrichment_summary = enrich_profiles(
-            providers,
-            bundle=bundle,
-            facts=facts,
-            resolution=resolution,
-            stage=stage,
-            store=store,
-            log=log,
-            run_id=run_id,
-            now=started,
-        )
-        fused = fuse_interests(
-            config,
-            fusion_stage,
-            bundle=bundle,
-            output=output,
-            profiles=profiles,
-            facts=facts,
-            signals=pd.concat([behaviour_signals, signals], ignore_index=True),
-            log=log,
-            run_id=run_id,
-            now=started,
-            as_of=scores_as_of,
-        )
-        profiles, personas = build_personas(
-            config.personas,
-            fusion_stage.taxonomy,
-            profiles=fused.profiles,
-            interests=fused.interests,
-            output_dir=config.output_dir,
-            run_id=run_id,
-            as_of=scores_as_of,
-        )
-        exports = export_outputs(
-            config,
-            bundle=bundle,
-            profiles=profiles,
-            interests=fused.interests,
-            subjects=candidates(bundle, facts, resolution.identifiers),
-            stage=stage,
-            taxonomy=fusion_stage.taxonomy,
-            output=output,
-            fingerprint_key=keys.key.secret,
-        )
-        summary = build_summary(
-            run_id,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            key_id=keys.key.key_id,
-            counts=counts,
-            identity=resolution.stats,
-            policy=policy_summary,
-            enrichment=enrichment_summary,
-            behaviour=behaviour_summary,
-            fusion=fused.summary,
-            personas=persona_summary(personas),
-            exports=exports,
-        )
-        _stage_outputs(
-            output, log, profiles=profiles, fused=fused, personas=personas, summary=summary
-        )
-        store.save_identity(
-            run_id,
-            identifiers=resolution.identifiers[resolution.identifiers[PROFILE_ID].notna()][
-                ["kind", "key_id", "pseudonym", PROFILE_ID]
-            ],
-            new_profiles=resolution.new_profiles,
-            merged=resolution.merged,
-            events=resolution.events,
-        )
-        final = output.publish()
-        store.finish_run(run_id, "succeeded", summary_counts(summary), datetime.now(UTC))
-    except BaseException:
-        output.abandon()
-        _record_failure(store, log, run_id)
-        raise
-    finally:
-        store.close()
+    run = RunRef(
+        config_path=str(config_path.resolve()),
+        config_hash=config_hash,
+        run_id=run_id,
+        staging=str(output.staging),
+        key_id=keys.key.key_id,
+        sealer_key_id=None if keys.sealer is None else keys.sealer.key_id,
+    )
+    with ExitStack() as stack:
+        try:
+            laps = Laps()
+            night = Night(
+                config=config,
+                run=run,
+                keys=keys,
+                bundle=bundle,
+                providers=providers,
+                behaviour=behaviour,
+                fusion=fusion_stage,
+                store=store,
+                log=log,
+                output=output,
+                contacts=Vault(output.vault_dir, vault_key(keys.key, run_id)),
+                work=stack.enter_context(partitions(runner)),
+                started=started,
+                as_of=started if as_of is None else end_of_day(as_of),
+                laps=laps,
+            )
+            laps.lap("start workers")
+            summary = _stages(night, erased=erased, total=total)
+            final = output.publish()
+            store.finish_run(run_id, "succeeded", summary_counts(summary), datetime.now(UTC))
+        except BaseException:
+            output.abandon()
+            _record_failure(store, log, run_id)
+            raise
+        finally:
+            release(run_id)
+            store.close()
     create_markdown_artifact(
         key=SUMMARY_ARTIFACT_KEY,
         markdown=summary_markdown(summary),
@@ -483,6 +400,155 @@ def _night(config: RunConfig, config_path: str, *, run_id: str | None, as_of: st
         final,
     )
     return str(final)
+
+
+def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -> dict[str, Any]:
+    """Every stage of the night, in order, up to the staged outputs and the state commit;
+    returns the run summary."""
+    config, output, laps = night.config, night.output, night.laps
+    counts = _identify(night, erased=erased, total=total)
+    laps.lap("identify")
+    rows = consent_rows(config, output)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consents") as beside:
+        # mostly the store's own (GIL-free) work: it overlaps identity resolution
+        ingest = beside.submit(
+            ingest_consents, config, night.bundle, rows, night.store, night.run_id
+        )
+        del rows
+        resolution = resolve_identities(config, output, night.store, night.keys.blocked)
+        laps.lap("resolve identities")
+        profiles, customers = link_profiles(config, output, resolution)
+        laps.lap("link profiles")
+        consents = ingest.result()
+    laps.lap("consents (beside identity)")
+    profiles, facts, policy_summary = apply_policy(night, resolution, profiles, customers, consents)
+    laps.lap("policy")
+    profiles, behaviour_signals, behaviour_summary = score_behaviour(
+        night.work, config, night.behaviour, output=output, profiles=profiles, as_of=night.as_of
+    )
+    laps.lap("behaviour")
+    subjects = candidates(night.bundle, facts, resolution.identifiers)
+    signals, enrichment_summary = start_enrichment(
+        night.work,
+        night.providers,
+        run=night.run,
+        bundle=night.bundle,
+        subjects=subjects,
+        contacts=night.contacts,
+        store=night.store,
+        log=night.log,
+        folder=output.parts_dir("providers"),
+        now=night.started,
+    ).finish(bundle=night.bundle, store=night.store, run_id=night.run_id, now=night.started)
+    laps.lap("providers")
+    fused = fuse_interests(
+        night.work,
+        config,
+        night.fusion,
+        bundle=night.bundle,
+        output=output,
+        profiles=profiles,
+        facts=facts,
+        signals=pd.concat([behaviour_signals, signals], ignore_index=True),
+        log=night.log,
+        run_id=night.run_id,
+        now=night.started,
+        as_of=night.as_of,
+    )
+    laps.lap("fusion")
+    profiles, personas = build_personas(
+        config.personas,
+        night.fusion.taxonomy,
+        profiles=fused.profiles,
+        interests=fused.interests,
+        output_dir=config.output_dir,
+        run_id=night.run_id,
+        as_of=night.as_of,
+    )
+    laps.lap("personas")
+    exports = export_outputs(
+        config,
+        bundle=night.bundle,
+        profiles=profiles,
+        interests=fused.interests,
+        subjects=subjects,
+        stage=night.contacts,
+        taxonomy=night.fusion.taxonomy,
+        output=output,
+        fingerprint_key=night.keys.key.secret,
+    )
+    laps.lap("exports")
+    summary = build_summary(
+        night.run_id,
+        started_at=night.started,
+        finished_at=datetime.now(UTC),
+        key_id=night.keys.key.key_id,
+        counts=counts,
+        identity=resolution.stats,
+        policy=policy_summary,
+        enrichment=enrichment_summary,
+        behaviour=behaviour_summary,
+        fusion=fused.summary,
+        personas=persona_summary(personas),
+        exports=exports,
+        timings=laps.seconds,
+    )
+    _stage_outputs(
+        output, night.log, profiles=profiles, fused=fused, personas=personas, summary=summary
+    )
+    night.store.save_identity(
+        night.run_id,
+        identifiers=resolution.identifiers[resolution.identifiers[PROFILE_ID].notna()][
+            ["kind", "key_id", "pseudonym", PROFILE_ID]
+        ],
+        new_profiles=resolution.new_profiles,
+        merged=resolution.merged,
+        events=resolution.events,
+    )
+    return summary
+
+
+def _identify(
+    night: Night, *, erased: Mapping[str, frozenset[str]], total: int
+) -> list[SourceCounts]:
+    """Identify every source chunk on the runner (flows.identify); adopt the parts in reading
+    order and return the counts per source, balanced."""
+    logger = get_run_logger()
+    config, output = night.config, night.output
+    workers = config.performance.workers if night.work.runner.in_process else 1
+    jobs = [
+        ChunkJob(run=night.run, source=source.name, spec=spec, workers=workers, erased=erased)
+        for source in config.sources
+        for spec in plan_chunks(source, config.performance.chunk_rows)
+    ]
+    progress = _Progress(total)
+
+    def advance(done: int, of: int, counts: SourceCounts) -> None:
+        pct = progress.advance(counts.rows_in)
+        logger.info(
+            "identify: %d of %d chunk(s), %s (all sources %.0f%%)", done, of, counts.source, pct
+        )
+
+    by_source = {s.name: SourceCounts(source=s.name, file=s.path.name) for s in config.sources}
+    for counts in night.work.map(identify_chunk, jobs, progress=advance):
+        by_source[counts.source].merge(counts)
+    for counts in by_source.values():
+        counts.check()
+        logger.info(
+            "%s: %s rows read, %s accepted, %s quarantined, %s erased",
+            counts.source,
+            f"{counts.rows_in:,}",
+            f"{counts.rows_accepted:,}",
+            f"{counts.rows_quarantined:,}",
+            f"{counts.rows_erased:,}",
+        )
+    output.adopt([job.part for job in jobs])
+    if (
+        sum(c.rows_accepted for c in by_source.values()) != output.accepted_rows
+        or sum(c.rows_quarantined for c in by_source.values()) != output.quarantine_rows
+    ):
+        raise RuntimeError("written rows differ from counted rows")  # a bug, never data
+    return list(by_source.values())
 
 
 def _stage_settings(
@@ -531,15 +597,6 @@ def erased_pseudonyms(suppressions: pd.DataFrame) -> dict[str, frozenset[str]]:
     }
 
 
-def erased_rows(identified: pd.DataFrame, erased: Mapping[str, frozenset[str]]) -> pd.Series:
-    """Accepted rows carrying any identifier of an erased subject."""
-    gone = pd.Series(False, index=identified.index)
-    for kind, pseudonyms in erased.items():
-        if pseudonyms:
-            gone |= identified[f"{kind}_pseudonym"].isin(pseudonyms)
-    return gone & identified["row_reason"].isna()
-
-
 def _record_failure(store: StateStore, log: ChainedDecisionLog, run_id: str) -> None:
     """Seal the decisions the failed run took and mark it failed in the ledger; neither may
     mask the error that failed the run (unsealed entries are sealed by the next run)."""
@@ -564,8 +621,23 @@ def end_of_day(day: str) -> datetime:
     )
 
 
-def run_nightly(config_path: Path, run_id: str | None = None, as_of: str | None = None) -> Path:
+def run_nightly(
+    config_path: Path,
+    run_id: str | None = None,
+    as_of: str | None = None,
+    *,
+    runner: str | None = None,
+    workers: int | None = None,
+    dask_address: str | None = None,
+) -> Path:
     """Run the flow once in this process and return its output folder."""
     return Path(
-        nightly_enrichment(config_path=str(config_path.resolve()), run_id=run_id, as_of=as_of)
+        nightly_enrichment(
+            config_path=str(config_path.resolve()),
+            run_id=run_id,
+            as_of=as_of,
+            runner=runner,
+            workers=workers,
+            dask_address=dask_address,
+        )
     )

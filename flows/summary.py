@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,8 +24,11 @@ def build_summary(
     fusion: Mapping[str, Any],
     personas: Mapping[str, Any],
     exports: Mapping[str, Any],
+    timings: Mapping[str, float],
 ) -> dict[str, Any]:
-    """The JSON-ready summary of a run. Counts and codes only: no personal data."""
+    """The JSON-ready summary of a run. Counts and codes only: no personal data.
+
+    `timings`: wall seconds per stage, in the order the stages ran."""
     totals = {
         "rows_in": sum(c.rows_in for c in counts),
         "rows_accepted": sum(c.rows_accepted for c in counts),
@@ -46,7 +50,23 @@ def build_summary(
         "fusion": dict(fusion),
         "personas": dict(personas),
         "exports": dict(exports),
+        "timings": {stage: round(seconds, 3) for stage, seconds in timings.items()},
     }
+
+
+class Laps:
+    """Wall seconds per stage of a run: `lap(name)` ends the stage that began at the
+    previous lap (or at creation)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """The stage `stage` ends now."""
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def summary_counts(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,17 @@ class SourceCounts:
         self.rows_accepted -= rows
         self.rows_erased += rows
 
+    def merge(self, other: SourceCounts) -> None:
+        """Add the counts of another part of the same source (a chunk counted elsewhere)."""
+        if other.source != self.source:
+            raise ValueError(f"cannot merge counts of {other.source} into {self.source}")
+        self.rows_in += other.rows_in
+        self.rows_accepted += other.rows_accepted
+        self.rows_erased += other.rows_erased
+        self.quarantined_by_reason.update(other.quarantined_by_reason)
+        for name, codes in other.field_rejections.items():
+            self.field_rejections.setdefault(name, Counter()).update(codes)
+
     def check(self) -> None:
         """Raise AccountingError unless rows_in == accepted + quarantined + erased."""
         if self.rows_in != self.rows_accepted + self.rows_quarantined + self.rows_erased:

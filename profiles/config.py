@@ -315,13 +315,34 @@ class AuditConfig(_Model):
     """Entries per log segment before a new one starts (each run also starts one)."""
 
 
-class PerformanceConfig(_Model):
-    """Resource knobs."""
+RunnerKind = Literal["threads", "processes", "dask", "dask-local"]
+"""Where the run's partition tasks (source chunks, providers, profile partitions) run:
+`threads` of the flow's own process, `processes` (a Prefect process pool on this machine),
+`dask` (an existing Dask cluster at `dask_address`) or `dask-local` (a Dask cluster of
+`workers` processes started for the run)."""
 
+
+class PerformanceConfig(_Model):
+    """Resource knobs, and where the work runs (`enrich run --runner` overrides them)."""
+
+    runner: RunnerKind = "processes"
     workers: Annotated[int, Field(ge=1, le=64)] = 2
-    """Processes validating identifiers; 1 validates in the flow's own process."""
+    """Worker processes: of the process pool or the local Dask cluster; with `threads`, the
+    processes validating identifiers (1 validates in the flow's own process)."""
+    dask_address: Annotated[str | None, Field(pattern=r"^(tcp|tls|ucx|inproc)://\S+$")] = None
+    """Scheduler of an existing Dask cluster (`runner: dask`), e.g. tcp://10.0.0.5:8786."""
     chunk_rows: Annotated[int, Field(ge=1, le=5_000_000)] = 200_000
-    """Rows read and processed per chunk; bounds memory."""
+    """Rows read and processed per chunk (one task each); bounds memory."""
+    partition_profiles: Annotated[int, Field(ge=1, le=50_000_000)] = 250_000
+    """Profiles per partition of the per-profile stages (policy, behaviour, fusion): one task
+    each. It spreads the work; the runner never changes the outputs (only this size may
+    change the row order of signals.parquet)."""
+
+    @model_validator(mode="after")
+    def _address(self) -> PerformanceConfig:
+        if self.runner == "dask" and self.dask_address is None:
+            raise ValueError("runner dask needs dask_address (the scheduler, tcp://host:8786)")
+        return self
 
 
 class RunConfig(_Model):

@@ -45,7 +45,7 @@ first, so the result does not depend on the order of the signals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -391,24 +391,72 @@ def interest_lists(fusion: Fusion, profile_ids: pd.Series) -> pa.Array:
     return _aligned(interests, owner, profiles, profile_ids)
 
 
+@dataclass
+class FusionCounts:
+    """What the run summary says about a fusion, as sums, so that the fusions of disjoint
+    sets of profiles add up (the fusion stage runs in partitions). No profile ids."""
+
+    merged: int = 0
+    profiles_with_interests: int = 0
+    by_provider: dict[str, list[int]] = field(default_factory=dict)
+    """provider → [signals, used (weight > 0)]"""
+    topics: dict[str, list[float]] = field(default_factory=dict)
+    """topic → [profiles, sum of confidences, declared]"""
+
+    def add(self, other: FusionCounts) -> None:
+        """Add the counts of a fusion over other profiles."""
+        self.merged += other.merged
+        self.profiles_with_interests += other.profiles_with_interests
+        for key, pair in other.by_provider.items():
+            mine = self.by_provider.get(key, [0, 0])
+            self.by_provider[key] = [mine[0] + pair[0], mine[1] + pair[1]]
+        for key, triple in other.topics.items():
+            have = self.topics.get(key, [0, 0.0, 0])
+            self.topics[key] = [a + b for a, b in zip(have, triple, strict=True)]
+
+
+def fusion_counts(fusion: Fusion) -> FusionCounts:
+    """The summary sums of one fusion."""
+    c, m = fusion.contributions, fusion.merged
+    return FusionCounts(
+        merged=len(m),
+        profiles_with_interests=int(m[PROFILE_ID].nunique()),
+        by_provider={
+            str(p): [len(g), int((g["weight"] > 0).sum())]
+            for p, g in c.groupby("provider", sort=True)
+        },
+        topics={
+            str(topic): [
+                len(g),
+                float(g["confidence"].sum()),
+                int((g["kind"] == SignalKind.DECLARED).sum()),
+            ]
+            for topic, g in m.groupby("topic", sort=True)
+        },
+    )
+
+
+def fusion_summary(counts: FusionCounts, taxonomy: Taxonomy) -> dict[str, Any]:
+    """Counts for the run summary: per provider and per topic (no profile ids)."""
+    return {
+        "merged": counts.merged,
+        "profiles_with_interests": counts.profiles_with_interests,
+        "by_provider": {
+            p: {"signals": int(signals), "used": int(used)}
+            for p, (signals, used) in sorted(counts.by_provider.items())
+        },
+        "topics": {
+            topic: {
+                "label": taxonomy.label(topic),
+                "profiles": int(n),
+                "mean_confidence": round(total / n, 3),
+                "declared": int(declared),
+            }
+            for topic, (n, total, declared) in sorted(counts.topics.items())
+        },
+    }
+
+
 def summary_of(fusion: Fusion, taxonomy: Taxonomy) -> dict[str, Any]:
     """Counts for the run summary: per provider and per topic (no profile ids)."""
-    c, m = fusion.contributions, fusion.merged
-    by_provider = {
-        str(p): {"signals": len(g), "used": int((g["weight"] > 0).sum())}
-        for p, g in c.groupby("provider", sort=True)
-    }
-    topics: dict[str, Any] = {}
-    for topic, g in m.groupby("topic", sort=True):
-        topics[str(topic)] = {
-            "label": taxonomy.label(str(topic)),
-            "profiles": len(g),
-            "mean_confidence": round(float(g["confidence"].mean()), 3),
-            "declared": int((g["kind"] == SignalKind.DECLARED).sum()),
-        }
-    return {
-        "merged": len(m),
-        "profiles_with_interests": int(m[PROFILE_ID].nunique()),
-        "by_provider": by_provider,
-        "topics": topics,
-    }
+    return fusion_summary(fusion_counts(fusion), taxonomy)

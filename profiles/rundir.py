@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import os
@@ -14,19 +15,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from profiles import vault
 from profiles.errors import EnrichError
 from profiles.identifiers import present_column
 from profiles.ingest import LINE
 from profiles.quarantine import COLUMNS as QUARANTINE_COLUMNS
 from profiles.quarantine import REASON_FIELDS
 from profiles.types import ATTRIBUTE_FIELDS, IDENTIFIER_FIELDS, NAME_FIELDS
+from profiles.vault import VAULT_DIR
 
 PROFILES_FILE = "profiles.parquet"
 LINKS_FILE = "identity_links.parquet"
 SIGNALS_FILE = "signals.parquet"
 QUARANTINE_FILE = "quarantine.csv"
 SUMMARY_FILE = "run_summary.json"
-_ROWS_FILE = "accepted_rows.tmp.parquet"
 
 PROFILE_ID = "profile_id"
 
@@ -68,14 +70,85 @@ SIGNAL_SCHEMA = pa.schema(
 LINK_SCHEMA = pa.schema([pa.field(c, _type(c)) for c in LINK_COLUMNS])
 
 
+PARTS_DIR = ".parts"
+"""Per-chunk parts inside a staging folder: accepted/<part>.parquet, quarantine/<part>.csv."""
+
+
+def chunk_part(source: str, index: int) -> str:
+    """The part name of a source's `index`-th chunk (sorts in reading order)."""
+    return f"{source}-{index:06d}"
+
+
+def _accepted_part(staging: Path, part: str) -> Path:
+    return staging / PARTS_DIR / "accepted" / f"{part}.parquet"
+
+
+def _quarantine_part(staging: Path, part: str) -> Path:
+    return staging / PARTS_DIR / "quarantine" / f"{part}.csv"
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_chunk_parts(
+    staging: Path, part: str, source: str, accepted: pd.DataFrame, quarantine: pd.DataFrame
+) -> None:
+    """Write one identified chunk: its accepted rows (identifier-stage output rows without a
+    `row_reason`, every ROW_COLUMNS column) and its quarantine rows (profiles.quarantine
+    COLUMNS), as parts a `RunOutput` adopts in order. Any process may call this."""
+    frame = accepted.loc[accepted["row_reason"].isna().to_numpy()].reindex(
+        columns=list(ROW_COLUMNS)
+    )
+    frame["source"] = source
+    for name in NAME_FIELDS:
+        column = present_column(str(name))
+        frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
+    table = pa.Table.from_pandas(frame, schema=ROW_SCHEMA, preserve_index=False)
+    _write_atomically(_accepted_part(staging, part), lambda tmp: pq.write_table(table, tmp))
+    rows = quarantine.sort_values(["source", LINE], kind="stable")
+    _write_atomically(
+        _quarantine_part(staging, part),
+        lambda tmp: rows.to_csv(tmp, header=False, index=False, lineterminator="\n"),
+    )
+
+
+def write_part(path: Path, frame: pd.DataFrame) -> Path:
+    """Write one Parquet part (a partition's input or output) atomically; `read_partition`
+    reads it back with the same dtypes."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    _write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+def write_partitions(folder: Path, frame: pd.DataFrame, rows: int) -> list[Path]:
+    """Cut `frame` into contiguous partitions of at most `rows` rows (at least one, possibly
+    empty), one part each in `folder`; returns their paths in order."""
+    return [
+        write_part(folder / f"{index:06d}.parquet", frame.iloc[start : start + rows])
+        for index, start in enumerate(range(0, max(len(frame), 1), rows))
+    ]
+
+
+def read_partition(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One partition written by `write_partitions` (or a partition task's output part)."""
+    frame: pd.DataFrame = pq.read_table(path, columns=columns).to_pandas()
+    return frame
+
+
 class RunOutput:
     """Writes one run's files: identity_links.parquet, profiles.parquet, quarantine.csv and
     run_summary.json.
 
     Everything is written under `<output_dir>/.<run_id>.partial/`; `publish()` renames it to
     `<output_dir>/<run_id>/` only once the run has succeeded, so a reader never sees half a run.
-    Accepted rows are first streamed to a temporary Parquet file; once identities are resolved
-    they are rewritten with their profile id, batch by batch.
+    Source chunks are identified as parts (`write_chunk_parts`, by whichever process ran the
+    chunk); `adopt` takes them in reading order: the quarantine parts become quarantine.csv and
+    the accepted parts are the accepted rows until identities are resolved, when they are
+    rewritten with their profile id (identity_links.parquet) batch by batch.
     """
 
     def __init__(self, output_dir: Path, run_id: str) -> None:
@@ -87,59 +160,57 @@ class RunOutput:
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
-        self.rows_path = self.staging / _ROWS_FILE
-        self._rows: pq.ParquetWriter | None = pq.ParquetWriter(self.rows_path, ROW_SCHEMA)
         self._quarantine_path = self.staging / QUARANTINE_FILE
         pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(self._quarantine_path, index=False)
+        self._parts: list[str] = []
         self.accepted_rows = 0
         self.quarantine_rows = 0
 
-    def add_accepted(self, source: str, identified: pd.DataFrame) -> None:
-        """Append the accepted rows (no `row_reason`) of one identified chunk."""
-        if self._rows is None:
-            raise RuntimeError("accepted rows are closed")
-        accepted = identified.loc[identified["row_reason"].isna().to_numpy()]
-        if accepted.empty:
-            return
-        frame = accepted.reindex(columns=list(ROW_COLUMNS))
-        frame["source"] = source
-        for name in NAME_FIELDS:
-            column = present_column(str(name))
-            frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
-        self._rows.write_table(pa.Table.from_pandas(frame, schema=ROW_SCHEMA, preserve_index=False))
-        self.accepted_rows += len(frame)
+    def parts_dir(self, name: str) -> Path:
+        """A working folder of partition inputs or outputs (deleted before publishing)."""
+        return self.staging / PARTS_DIR / name
 
-    def add_quarantine(self, rows: pd.DataFrame) -> None:
-        """Append quarantine rows (columns as in `profiles.quarantine.COLUMNS`)."""
-        if rows.empty:
-            return
-        rows.sort_values(["source", LINE], kind="stable").to_csv(
-            self._quarantine_path, mode="a", header=False, index=False, lineterminator="\n"
+    @property
+    def vault_dir(self) -> Path:
+        """The run's sealed contact vault (profiles.vault), deleted before publishing."""
+        return self.staging / VAULT_DIR
+
+    def adopt(self, parts: list[str]) -> None:
+        """Take the chunk parts `parts` (in reading order) as the run's rows: quarantine parts
+        are appended to quarantine.csv, accepted parts are read in this order."""
+        self._parts = list(parts)
+        with self._quarantine_path.open("ab") as out:
+            for part in parts:
+                path = _quarantine_part(self.staging, part)
+                with path.open(encoding="utf-8", newline="") as fh:
+                    self.quarantine_rows += sum(1 for _ in csv.reader(fh))
+                with path.open("rb") as fh:
+                    shutil.copyfileobj(fh, out)
+                path.unlink()
+        self.accepted_rows = sum(
+            pq.ParquetFile(_accepted_part(self.staging, p)).metadata.num_rows for p in parts
         )
-        self.quarantine_rows += len(rows)
 
-    def close_accepted(self) -> None:
-        """No more accepted rows: make them readable."""
-        if self._rows is not None:
-            self._rows.close()
-            self._rows = None
+    def _accepted_files(self) -> list[Path]:
+        return [_accepted_part(self.staging, p) for p in self._parts]
 
     def read_accepted(self, columns: list[str]) -> pd.DataFrame:
-        """Some columns of all accepted rows, in the order they were written."""
-        self.close_accepted()
-        frame: pd.DataFrame = pq.read_table(self.rows_path, columns=columns).to_pandas()
+        """Some columns of all accepted rows, in reading order."""
+        tables = [pq.read_table(path, columns=columns) for path in self._accepted_files()]
+        table = pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table().select(columns)
+        frame: pd.DataFrame = table.to_pandas()
         return frame
 
     def iter_accepted(self, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
-        """All accepted rows in batches, in the order they were written."""
-        self.close_accepted()
-        for batch in pq.ParquetFile(self.rows_path).iter_batches(batch_size=batch_rows):
-            yield batch.to_pandas()
+        """All accepted rows in batches, in reading order."""
+        for path in self._accepted_files():
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                yield batch.to_pandas()
 
     def write_links(self, profile_ids: pd.Series, batch_rows: int = 200_000) -> None:
         """Write identity_links.parquet: every accepted row with its profile id.
 
-        `profile_ids` is aligned with the accepted rows in the order they were written.
+        `profile_ids` is aligned with the accepted rows in reading order.
         """
         if len(profile_ids) != self.accepted_rows:
             raise RuntimeError("profile ids do not cover the accepted rows")  # a bug, never data
@@ -152,7 +223,7 @@ class RunOutput:
                     pa.Table.from_pandas(batch, schema=LINK_SCHEMA, preserve_index=False)
                 )
                 done += len(batch)
-        self.rows_path.unlink()
+        shutil.rmtree(self.parts_dir("accepted"), ignore_errors=True)
 
     def read_links(self, columns: list[str], *, sources: list[str]) -> pd.DataFrame:
         """Some columns of the staged identity_links.parquet rows of `sources`."""
@@ -192,8 +263,10 @@ class RunOutput:
         return path
 
     def publish(self) -> Path:
-        """Move the staged outputs into place; returns the run's output folder."""
-        self.close_accepted()
+        """Move the staged outputs into place; returns the run's output folder. The vault and
+        any leftover parts are deleted first: they are working files, never outputs."""
+        vault.remove(self.vault_dir)
+        shutil.rmtree(self.staging / PARTS_DIR, ignore_errors=True)
         for path in sorted(self.staging.rglob("*")):
             if path.is_file():
                 with path.open("rb") as fh:
@@ -202,8 +275,9 @@ class RunOutput:
         return self.final
 
     def abandon(self) -> None:
-        """Close writers after a failure; the staging folder stays for inspection."""
-        self.close_accepted()
+        """After a failure: the staging folder stays for inspection, but without the vault
+        (sealed contact details are of no use once the run is over)."""
+        vault.remove(self.vault_dir)
 
 
 def published_runs(output_dir: Path) -> list[Path]:

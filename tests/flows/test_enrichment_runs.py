@@ -10,20 +10,27 @@ denied, a second night on unchanged data makes no calls, and a night of 30 % err
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from enrichers.base import SIGNAL_COLUMNS
 from enrichers.testing import NAMES, provider_entries
 from enrichers.testing.server import ProviderServer
+from flows.enrich import _cached_signals, _progress, _run_frozen, _signals_json
 from policy.audit import ChainedDecisionLog
 from profiles.config import load_run_config
 from profiles.hashing import Keyring, Pseudonymiser
@@ -34,6 +41,7 @@ from profiles.types import CanonicalField, IdentifierKind
 from tests.flows.test_nightly import Run, _haystacks, _init_keys, _needles, _run, raw_source
 
 PROVIDERS = sorted(NAMES.values())
+EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 OUTCOMES = ("matched", "no_match", "skipped_cached")
 
 
@@ -245,3 +253,126 @@ def test_a_provider_that_is_down_does_not_fail_the_run(
         assert sum(provider["failed"].values()) > 0
         reasons = set(provider["failed"])
         assert reasons <= {"connect_error", "circuit_open"}, reasons
+
+
+# --- the stage's column-wise helpers ---------------------------------------------------------
+
+
+def _signals_json_by_groups(signals: pd.DataFrame) -> dict[str, str]:
+    """What `_signals_json` must give: json.dumps of each subject's items, group by group."""
+    out: dict[str, str] = {}
+    for subject, group in signals.groupby("subject", sort=False):
+        items = [
+            {
+                "topic": str(topic),
+                "confidence": float(confidence),
+                "observed_at": pd.Timestamp(observed).isoformat(),
+                "kind": str(kind),
+                "raw_score": None if pd.isna(raw) else str(raw),
+            }
+            for topic, confidence, observed, kind, raw in zip(
+                group["topic"],
+                group["confidence"],
+                group["observed_at"],
+                group["kind"],
+                group["raw_score"],
+                strict=True,
+            )
+        ]
+        out[str(subject)] = json.dumps(items, sort_keys=True)
+    return out
+
+
+_SIGNAL_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["p1", "p2", "p3", "p10", 'p"4']),
+        st.sampled_from(["interest.travel", "interest.books.fiction", "interest.x_y"]),
+        st.floats(min_value=0.001, max_value=0.999),
+        st.integers(min_value=0, max_value=400),
+        st.sampled_from(["inferred", "declared"]),
+        st.sampled_from([None, "0.5", "87", "high"]),
+    ),
+    max_size=40,
+)
+
+
+@given(rows=_SIGNAL_ROWS)
+@settings(max_examples=60, deadline=None)
+def test_signals_json_is_json_dumps_per_subject_and_reads_back(rows: list[tuple[Any, ...]]) -> None:
+    signals = pd.DataFrame(
+        {
+            "subject": [r[0] for r in rows],
+            "topic": [r[1] for r in rows],
+            "confidence": pd.Series([r[2] for r in rows], dtype="float64"),
+            "provider": "sim",
+            "observed_at": pd.to_datetime(
+                [EPOCH - timedelta(days=r[3], hours=r[3] % 7) for r in rows], utc=True
+            ),
+            "kind": [r[4] for r in rows],
+            "raw_score": pd.Series([r[5] for r in rows], dtype=object),
+        },
+        columns=list(SIGNAL_COLUMNS),
+    )
+    texts = _signals_json(signals)
+    assert texts.to_dict() == _signals_json_by_groups(signals)
+    cached = pd.DataFrame({"subject": texts.index, "signals": texts.to_numpy()})
+    back = _cached_signals(cached, "sim")
+    assert list(back.columns) == list(SIGNAL_COLUMNS)
+    expected = signals.iloc[np.argsort(pd.factorize(signals["subject"])[0], kind="stable")]
+    assert back["subject"].tolist() == expected["subject"].tolist()
+    assert back["topic"].tolist() == expected["topic"].tolist()
+    assert back["confidence"].tolist() == expected["confidence"].tolist()
+    assert back["observed_at"].tolist() == expected["observed_at"].tolist()
+    assert [None if pd.isna(r) else r for r in back["raw_score"]] == [
+        None if pd.isna(r) else r for r in expected["raw_score"]
+    ]
+    assert set(back["provider"]) <= {"sim"}
+
+
+def test_cached_signals_of_answers_without_signals_is_empty() -> None:
+    cached = pd.DataFrame({"subject": ["a", "b"], "signals": ["[]", ""]})
+    assert _cached_signals(cached, "sim").empty
+    assert _signals_json(_cached_signals(cached, "sim")).empty
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str, *args: Any) -> None:
+        self.lines.append(message % args)
+
+
+@pytest.mark.parametrize(
+    ("steps", "total", "expected"),
+    [
+        pytest.param(range(512, 7299, 512), 7299, 11, id="single-lookups"),
+        pytest.param(range(100, 7299, 100), 7299, 11, id="batches"),
+        pytest.param([5], 10, 2, id="few"),
+    ],
+)
+def test_progress_is_logged_once_per_tenth_and_at_the_end(
+    steps: Any, total: int, expected: int
+) -> None:
+    lines = _Lines()
+    progress = _progress(lines, "sim")
+    for done in [*steps, total]:
+        progress(done, total)
+    assert len(lines.lines) <= expected
+    assert lines.lines[-1] == f"sim: {total:,} of {total:,} looked up"
+    assert len(lines.lines) >= min(expected, 2)
+
+
+def test_lookups_run_with_the_heap_frozen_and_it_thaws_after_them() -> None:
+    async def frozen() -> int:
+        return gc.get_freeze_count()
+
+    async def fails() -> None:
+        raise RuntimeError("lookup loop broke")
+
+    before = gc.get_freeze_count()
+    assert _run_frozen(frozen()) > before
+    assert gc.get_freeze_count() == before
+    with pytest.raises(RuntimeError, match="lookup loop broke"):
+        _run_frozen(fails())
+    assert gc.get_freeze_count() == before
