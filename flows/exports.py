@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
@@ -43,31 +46,50 @@ from profiles.config import RunConfig
 from profiles.exports.audiences import Platform, audience_frame
 from profiles.exports.crm import preset_from_config, write_crm_csv
 from profiles.fusion import top_topics
-from profiles.identifiers import IdentifierStage
 from profiles.identity import PROFILE_ID
 from profiles.rundir import RunOutput, previous_run_file
 from profiles.taxonomy import Taxonomy
 from profiles.types import IdentifierKind
+from profiles.vault import ContactValues
 
 CLV_BANDS: Final = ("very low", "low", "medium", "high", "very high")
 FINGERPRINTS: Final = ".fingerprints.parquet"
 """Per CRM preset folder: profile id and keyed row fingerprint, for the next delta export."""
 EXPORT_PURPOSES: Final = (Purpose.CRM_EXPORT, Purpose.ADS_EXPORT, Purpose.ANALYTICS)
 _TEXT: Final = "string"
+_SEGMENT_COLUMNS: Final = (("rfm_segment", ""), ("abc", "abc_"), ("xyz", "xyz_"))
+"""Profile columns listed in `segments`, with the prefix of their values."""
 
 
 def _contact(
-    subjects: Candidates, stage: IdentifierStage, kind: IdentifierKind, ids: pd.Series
+    subjects: Candidates, stage: ContactValues, kind: IdentifierKind, ids: pd.Series
 ) -> pd.Series:
     """The normalised email or E.164 phone behind each profile's stable identifier."""
     first = subjects.identifiers
-    keys = pd.MultiIndex.from_arrays([ids.to_numpy(), [str(kind)] * len(ids)])
-    pseudonyms = first.reindex(keys)["pseudonym"]
+    of_kind = first[first.index.get_level_values("kind") == str(kind)]
+    # one (profile_id, kind) row at most (`Candidates`), so the first match is the match
+    row = pc.index_in(
+        pa.array(ids.to_numpy(dtype=object), pa.string()),
+        value_set=pa.array(
+            of_kind.index.get_level_values(PROFILE_ID).to_numpy(dtype=object), pa.string()
+        ),
+    )
+    present = row.is_valid().to_numpy(zero_copy_only=False)
+    pseudonyms = of_kind["pseudonym"].to_numpy(dtype=object)[row.drop_null().to_numpy()]
     values = np.full(len(ids), None, dtype=object)
-    present = pseudonyms.notna().to_numpy()
     if present.any():
-        values[present] = stage.normalised(kind, pseudonyms[present].astype(str).tolist())
+        values[present] = stage.normalised(kind, [str(p) for p in pseudonyms])
     return pd.Series(values, index=ids.index, dtype=_TEXT)
+
+
+def _among(ids: pd.Series, members: pd.Series) -> npt.NDArray[np.bool_]:
+    """`ids.isin(members)` for profile ids (never missing), in one Arrow call: pandas makes an
+    Arrow scalar of each member first."""
+    found = pc.is_in(
+        pa.array(ids.to_numpy(dtype=object), pa.string()),
+        value_set=pa.array(members.to_numpy(dtype=object), pa.string()),
+    )
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _clv_band(clv: pd.Series) -> pd.Series:
@@ -78,15 +100,68 @@ def _clv_band(clv: pd.Series) -> pd.Series:
     return bands.astype(_TEXT).reindex(clv.index)
 
 
+def _shared_lists(
+    rows: Iterable[tuple[str, ...]], make: Callable[[tuple[str, ...]], list[str]]
+) -> list[list[str]]:
+    """`make(row)` for each row, made once per distinct row: rows of equal content share one
+    list, to be read, never changed.
+
+    Multi-value cells repeat a few hundred combinations over a million profiles. One list a
+    cell would be a million long-lived objects that every full garbage collection scans.
+    """
+    made: dict[tuple[str, ...], list[str]] = {}
+    cells: list[list[str]] = []
+    for row in rows:
+        cell = made.get(row)
+        if cell is None:
+            cell = made[row] = make(row)
+        cells.append(cell)
+    return cells
+
+
 def _segments(profiles: pd.DataFrame) -> list[list[str]]:
+    # Python lists: iterating Arrow-backed strings element by element costs ~1 us a cell.
     parts = [
-        profiles[c].astype(_TEXT).radd(prefix).fillna("")
-        for c, prefix in (("rfm_segment", ""), ("abc", "abc_"), ("xyz", "xyz_"))
+        profiles[c].astype(_TEXT).radd(prefix).fillna("").tolist()
+        for c, prefix in _SEGMENT_COLUMNS
         if c in profiles.columns
     ]
-    if not parts:
-        return [[] for _ in range(len(profiles))]
-    return [[p for p in row if p] for row in zip(*parts, strict=True)]
+    rows = zip(*parts, strict=True) if parts else iter([()] * len(profiles))
+    return _shared_lists(rows, lambda row: [p for p in row if p])
+
+
+def _topic_lists(topics: pa.ListArray, name: Callable[[str], str]) -> list[list[str]]:
+    """Each row of `topics` (no missing rows) as a list of `name(topic)`."""
+    flat = pc.list_flatten(topics).to_pylist()
+    ends = np.cumsum(pc.list_value_length(topics).to_numpy(zero_copy_only=False)).tolist()
+    starts = [0, *ends][: len(ends)]
+    rows = (tuple(flat[a:b]) for a, b in zip(starts, ends, strict=True))
+    return _shared_lists(rows, lambda row: [name(t) for t in row])
+
+
+def _redactions(rules: pd.Series) -> dict[str, npt.NDArray[np.bool_]]:
+    """Per field named in `rules` (`;`-separated field names per row), the rows naming it.
+
+    A night has a handful of distinct rule texts, so each is split once, not once a row.
+    """
+    codes, texts = pd.factorize(rules.fillna("").astype(str))
+    named = [set(str(text).split(";")) for text in texts]
+    return {
+        field: np.isin(codes, [i for i, fields in enumerate(named) if field in fields])
+        for field in sorted({f for fields in named for f in fields if f})
+    }
+
+
+def _columns_read(profiles: pd.DataFrame, purposes: Iterable[Purpose]) -> list[str]:
+    """The columns of `profiles` that `export_fields` reads for `purposes`, in frame order.
+
+    Copying only these matters: profiles also carry nested interests, costly to copy.
+    """
+    read = {PROFILE_ID, "country", "persona_name", "rfm_segment", "churn_risk"}
+    read |= {c for c, _ in _SEGMENT_COLUMNS}
+    for purpose in purposes:
+        read |= {f"{part}_{purpose}" for part in ("decision", "basis", "evidence", "redact")}
+    return [c for c in profiles.columns if c in read or str(c).startswith("clv_")]
 
 
 def export_fields(
@@ -100,13 +175,18 @@ def export_fields(
     top_n: int,
 ) -> tuple[pd.DataFrame, int]:
     """Every field a destination may ask for, for the profiles gate C allowed for `purpose`,
-    with the redacted cells blanked; and how many cells were redacted."""
+    with the redacted cells blanked; and how many cells were redacted.
+
+    Multi-value cells (`segments`, `top_interests`) of equal content share one list: read them,
+    do not change them in place.
+    """
     mask = (profiles[f"decision_{purpose}"] != "deny").to_numpy(bool)
-    allowed = profiles[mask].reset_index(drop=True)
+    clv = next((c for c in profiles.columns if c.startswith("clv_")), None)
+    allowed = profiles.loc[mask, _columns_read(profiles, [purpose])].reset_index(drop=True)
     ids = allowed[PROFILE_ID].astype(str)
     floor = bundle.confidence_floors.get(purpose, 0.0)
-    topics = top_topics(interests, ids, n=top_n, floor=floor).to_pylist()
-    clv = next((c for c in allowed.columns if c.startswith("clv_")), None)
+    topics = top_topics(interests, ids, n=top_n, floor=floor)
+    crm = purpose is Purpose.CRM_EXPORT
     missing = pd.Series(pd.NA, index=ids.index, dtype=_TEXT)
     frame = pd.DataFrame(
         {
@@ -118,20 +198,15 @@ def export_fields(
             "consent_ref": allowed[f"evidence_{purpose}"].replace("", pd.NA).astype(_TEXT),
             "persona": allowed.get("persona_name", missing),
             "segments": _segments(allowed),
-            "top_interests": [
-                [taxonomy.label(t) for t in row] if purpose is Purpose.CRM_EXPORT else row
-                for row in topics
-            ],
+            "top_interests": _topic_lists(topics, taxonomy.label if crm else str),
             "rfm_segment": allowed.get("rfm_segment", missing),
             "clv_band": _clv_band(allowed[clv]) if clv else missing,
             "churn_risk": allowed.get("churn_risk", missing),
         }
     )
     redacted = 0
-    rules = allowed[f"redact_{purpose}"].fillna("").astype(str)
-    for field in sorted({f for r in rules for f in r.split(";") if f}):
+    for field, hit in _redactions(allowed[f"redact_{purpose}"]).items():
         if field in frame.columns:
-            hit = rules.str.split(";").map(lambda fields, f=field: f in fields).to_numpy(bool)
             frame.loc[hit, field] = None
             redacted += int(hit.sum())
     return frame, redacted
@@ -173,7 +248,7 @@ def export_outputs(
     profiles: pd.DataFrame,
     interests: pd.DataFrame,
     subjects: Candidates,
-    stage: IdentifierStage,
+    stage: ContactValues,
     taxonomy: Taxonomy,
     output: RunOutput,
     fingerprint_key: bytes,
@@ -183,8 +258,9 @@ def export_outputs(
     settings = config.exports
     if not settings.enabled:
         return {}
-    needed = profiles[
-        (profiles[[f"decision_{p}" for p in EXPORT_PURPOSES]] != "deny").any(axis=1)
+    needed = profiles.loc[
+        (profiles[[f"decision_{p}" for p in EXPORT_PURPOSES]] != "deny").any(axis=1),
+        _columns_read(profiles, EXPORT_PURPOSES),
     ].reset_index(drop=True)
     ids = needed[PROFILE_ID].astype(str)
     contacts = {
@@ -231,7 +307,7 @@ def export_outputs(
     emails = ads["email"] if "email_sha256" in allowed else nothing
     phones = ads["phone"] if "phone_sha256" in allowed else nothing
     country = ads["country"] if "country" in allowed else None
-    personalised = ads[PROFILE_ID].isin(allowed_for_profiling(profiles)).to_numpy(bool)
+    personalised = _among(ads[PROFILE_ID], allowed_for_profiling(profiles))
     folder = output.staging / "audiences"
     folder.mkdir(parents=True, exist_ok=True)
     rows: dict[str, int] = {}

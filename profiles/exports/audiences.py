@@ -3,8 +3,8 @@
 This module is the only place that knows how an ad platform wants an email address or a phone
 number normalised before hashing; `SPECS` holds the rules, column names and sources per
 platform, and the functions below apply them column-wise (pandas string operations; hashing is
-one `hashlib` call per value). Plain SHA-256 exists only here (DESIGN.md §4 "Pseudonyms");
-hashed identifiers are still personal data.
+one `hashlib` call per distinct value). Plain SHA-256 exists only here (DESIGN.md §4
+"Pseudonyms"); hashed identifiers are still personal data.
 
 Input contract. Columns come from the identifier stage (`profiles.identifiers`): emails are
 valid per `email-validator`, trimmed, NFC and lower-cased (they may hold Unicode local parts and
@@ -87,12 +87,15 @@ Each `PlatformSpec.sources` lists the URLs (or repository paths) the rules above
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from profiles.errors import EnrichError
 from profiles.types import TEXT_DTYPE
@@ -258,9 +261,47 @@ def is_sha256(values: pd.Series[str]) -> pd.Series[bool]:
     return _text(values).str.fullmatch(SHA256_PATTERN).fillna(False).astype(bool)
 
 
-def _pass_hashed(text: pd.Series[str], normalised: pd.Series[str]) -> pd.Series[str]:
-    """Digests lower-cased, every other value as normalised."""
-    return text.str.lower().where(is_sha256(text), normalised)
+def _pass_hashed(
+    text: pd.Series[str], normalised: pd.Series[str], digest: pd.Series[bool]
+) -> pd.Series[str]:
+    """Digests (`digest`: `is_sha256(text)`) lower-cased, every other value as normalised."""
+    return text.str.lower().where(digest, normalised)
+
+
+def _without(text: pd.Series[str], pattern: str) -> pd.Series[str]:
+    """`text` with every match of `pattern` removed.
+
+    pandas runs Python's `re` value by value for `\\s` (RE2 reads it differently), so values are
+    first searched in one pass, and the replacement runs only when one of them matches: input
+    from the identifier stage never does.
+    """
+    search = re.compile(pattern).search
+    if not any(map(search, text.dropna().tolist())):
+        return text
+    return text.str.replace(pattern, "", regex=True)
+
+
+def _address_parts(addresses: pd.Series[str]) -> tuple[pd.Series[str], pd.Series[str]]:
+    """Local part and domain of each value, split at its last `@`; both missing where there is
+    no `@`: what `(?s)\\A(.*)@([^@]*)\\Z` extracts, without Python's `re` per value."""
+    text = pa.array(addresses)
+    if isinstance(text, pa.ChunkedArray):  # pandas may keep a column in several chunks
+        text = text.combine_chunks()
+    parts = pc.split_pattern(text, "@", max_splits=1, reverse=True)
+    offsets = parts.offsets.to_numpy()
+    first = offsets[:-1] - offsets[0]  # positions in the flattened values
+    split = pc.list_value_length(parts).fill_null(0).to_numpy(zero_copy_only=False) == 2
+    values = pc.list_flatten(parts)
+    local, domain = (
+        pd.Series(
+            values.take(pa.array(first + i, mask=~split)),
+            index=addresses.index,
+            name=addresses.name,
+            dtype=TEXT_DTYPE,
+        )
+        for i in (0, 1)
+    )
+    return local, domain
 
 
 def normalise_email(values: pd.Series[str], platform: Platform) -> pd.Series[str]:
@@ -270,15 +311,12 @@ def normalise_email(values: pd.Series[str], platform: Platform) -> pd.Series[str
     """
     spec = SPECS[platform]
     text = _text(values)
+    digest = is_sha256(text)
     plain = text.str.normalize("NFC")
-    if spec.strip_inner_whitespace:
-        plain = plain.str.replace(r"\s+", "", regex=True)
-    else:
-        plain = plain.str.strip()
-    parts = plain.str.lower().str.extract(r"(?s)\A(?P<local>.*)@(?P<domain>[^@]*)\Z")
-    local, domain = parts["local"], parts["domain"]
+    plain = _without(plain, r"\s+") if spec.strip_inner_whitespace else plain.str.strip()
+    local, domain = _address_parts(plain.str.lower())
     well_formed = local.notna() & (local != "") & (domain != "")
-    malformed = text.notna() & ~is_sha256(text) & ~well_formed
+    malformed = text.notna() & ~digest & ~well_formed
     if malformed.any():
         raise AudienceInputError(
             f"{int(malformed.sum())} email value(s) are neither an address nor a SHA-256 digest;"
@@ -291,7 +329,7 @@ def normalise_email(values: pd.Series[str], platform: Platform) -> pd.Series[str
     if spec.strip_plus_tag:
         local = local.str.replace(r"\+.*", "", regex=True)
     address = (local + "@" + domain).where(local != "")  # "+tag@gmail.com" has no user left
-    return _pass_hashed(text, address)
+    return _pass_hashed(text, address, digest)
 
 
 def normalise_phone(values: pd.Series[str], platform: Platform) -> pd.Series[str]:
@@ -305,27 +343,29 @@ def normalise_phone(values: pd.Series[str], platform: Platform) -> pd.Series[str
     if spec.phone_column is None:
         raise ValueError(f"{platform.value} audiences take no phone numbers")
     text = _text(values)
-    compact = text.str.replace(_PHONE_SEPARATORS, "", regex=True)
-    malformed = text.notna() & ~is_sha256(text) & ~compact.str.fullmatch(_E164).fillna(False)
+    digest = is_sha256(text)
+    compact = _without(text, _PHONE_SEPARATORS)
+    malformed = text.notna() & ~digest & ~compact.str.fullmatch(_E164).fillna(False)
     if malformed.any():
         raise AudienceInputError(
             f"{int(malformed.sum())} phone value(s) are neither E.164 nor a SHA-256 digest;"
             " audiences take phones from the identifier stage"
         )
     normalised = compact if spec.phone_plus else compact.str.slice(1)
-    return _pass_hashed(text, normalised)
+    return _pass_hashed(text, normalised, digest)
 
 
 def _normalise_country(values: pd.Series[str]) -> pd.Series[str]:
     """ISO 3166-1 alpha-2, lower-case (Meta's `country`); digests pass through lower-cased."""
     text = _text(values)
+    digest = is_sha256(text)
     code = text.str.strip().str.lower()
-    malformed = text.notna() & ~is_sha256(text) & ~code.str.fullmatch(_COUNTRY).fillna(False)
+    malformed = text.notna() & ~digest & ~code.str.fullmatch(_COUNTRY).fillna(False)
     if malformed.any():
         raise AudienceInputError(
             f"{int(malformed.sum())} country value(s) are not ISO 3166-1 alpha-2 codes"
         )
-    return _pass_hashed(text, code)
+    return _pass_hashed(text, code, digest)
 
 
 def hashed(values: pd.Series[str]) -> pd.Series[str]:
@@ -336,16 +376,14 @@ def hashed(values: pd.Series[str]) -> pd.Series[str]:
     result has `TEXT_DTYPE` and the input's index and name.
     """
     text = _text(values)
-    digest = is_sha256(text)
-    out: list[str | None] = []
-    for value, done in zip(text.tolist(), digest.tolist(), strict=True):
-        if not isinstance(value, str):
-            out.append(None)
-        elif done:
-            out.append(value.lower())
-        else:
-            out.append(hashlib.sha256(value.encode("utf-8")).hexdigest())
-    return pd.Series(out, index=values.index, name=values.name, dtype=TEXT_DTYPE)
+    codes, distinct = pd.factorize(text)  # a column repeats values (countries): hash each once
+    digest = is_sha256(pd.Series(distinct, dtype=TEXT_DTYPE)).tolist()
+    hexes = [
+        value.lower() if done else hashlib.sha256(value.encode("utf-8")).hexdigest()
+        for value, done in zip(distinct.tolist(), digest, strict=True)
+    ]
+    rows = pa.array(hexes, pa.large_string()).take(pa.array(codes, mask=codes < 0))
+    return pd.Series(rows, index=values.index, name=values.name, dtype=TEXT_DTYPE)
 
 
 def _check_aligned(emails: pd.Series[str], *others: pd.Series[str] | None) -> None:

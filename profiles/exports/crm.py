@@ -531,7 +531,32 @@ def _column_texts(series: pd.Series, fmt: _Formats, *, column: str, exempt: bool
     values = series.to_numpy(dtype=object)
     if isinstance(dtype, pd.StringDtype) or pd.api.types.infer_dtype(values) in {"string", "empty"}:
         return _free_texts(values.tolist(), exempt=exempt)
-    return [_cell_text(v, fmt, column=column, exempt=exempt) for v in values.tolist()]
+    return _cell_texts(values.tolist(), fmt, column=column, exempt=exempt)
+
+
+def _cell_texts(values: list[object], fmt: _Formats, *, column: str, exempt: bool) -> list[str]:
+    """`_cell_text` of each value of a mixed column.
+
+    A multi-value column repeats a few combinations (segments, top interests), so a list of
+    strings is formatted once per distinct content and its text reused.
+    """
+    joined: dict[tuple[str, ...], str] = {}
+    texts: list[str] = []
+    for value in values:
+        if isinstance(value, list):
+            try:
+                "".join(value)  # a key only for lists of strings: they compare safely
+            except TypeError:
+                pass
+            else:
+                key = tuple(value)
+                text = joined.get(key)
+                if text is None:
+                    text = joined[key] = _multi_text(value, fmt, column)
+                texts.append(text)
+                continue
+        texts.append(_cell_text(value, fmt, column=column, exempt=exempt))
+    return texts
 
 
 def _csv_fields(texts: list[str]) -> list[str]:

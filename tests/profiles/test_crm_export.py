@@ -485,6 +485,64 @@ def test_neutralise_cell_agrees_with_the_rule(value: str) -> None:
     assert neutralise_cell(value) == expected_text(value)
 
 
+# A mixed column's cells go through `crm._cell_texts`, which formats a list of strings once per
+# distinct content; its oracle is the plain per-cell `_cell_text`.
+list_items = st.one_of(
+    st.sampled_from(["Hiking", "=cmd", " @x", "", "Kitchen", "a;b", "\tz", '"q"']),
+    free_text,
+    st.none(),
+    st.just(float("nan")),
+)
+mixed_cells = st.one_of(
+    st.lists(list_items, max_size=4),
+    st.sampled_from([["Hiking", "Kitchen"], ["=cmd"], [], ["Hiking", "Hiking", None]]),
+    free_text,
+    st.none(),
+    st.integers(-5, 5),
+)
+
+
+def _per_cell(values: list[object], preset: CrmPreset, column: str) -> list[str] | str:
+    """The old per-cell formatting of a mixed column, or the error it raises."""
+    fmt = crm._Formats(preset)
+    try:
+        return [crm._cell_text(v, fmt, column=column, exempt=False) for v in values]
+    except (TypeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cells=st.lists(mixed_cells, max_size=12),
+    shared=st.booleans(),
+    name=st.sampled_from(sorted(PRESETS)),
+    max_values=st.integers(1, 3),
+)
+def test_mixed_columns_format_like_the_per_cell_rule(
+    cells: list[object], *, shared: bool, name: str, max_values: int
+) -> None:
+    preset = PRESETS[name].model_copy(update={"max_values": max_values})
+    if shared:  # cells of equal content sharing one list object, as the export stage makes them
+        cells = [*cells, *cells]
+    column = pd.Series(cells, dtype=object)
+    expected = _per_cell(list(cells), preset, "note")
+    try:
+        got: list[str] | str = crm._column_texts(
+            column, crm._Formats(preset), column="note", exempt=False
+        )
+    except (TypeError, ValueError) as exc:
+        got = f"{type(exc).__name__}: {exc}"
+    assert got == expected
+
+
+def test_a_list_with_a_separator_fails_however_often_it_repeats(tmp_path: Path) -> None:
+    bad = ["a;b"]
+    frame = pd.DataFrame({"segments": pd.Series([["ok"], bad, bad, ["ok"]], dtype=object)})
+    with pytest.raises(ValueError, match="contains the separator"):
+        write_crm_csv(frame, PRESETS["generic"], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- config
 
 
