@@ -146,20 +146,29 @@ async def _one_batch(
         return LookupResult(outcomes=_failed(batch[SUBJECT], "provider_error"))
 
 
+Answered = Callable[[pd.DataFrame, LookupResult], None]
+"""Called with (the requests of some finished batches, their contract-checked result): the
+lookups the caller can keep for good (e.g. cache) before the whole run ends."""
+
+
 async def lookup_all(
     provider: Provider,
     client: ProviderClient,
     requests: pd.DataFrame,
     *,
     progress: Progress | None = None,
+    answered: Answered | None = None,
+    answered_every: int = 2_000,
 ) -> LookupRun:
     """Look up every row of `requests` (BATCH_COLUMNS), `rows_per_lookup` rows per call.
 
     A fixed pool of workers pulls batches, so memory stays flat for any number of subjects
     while the client keeps its connections busy: twice the client's concurrency in requests
     in flight, and at least two batches. Once the budget is spent, the remaining batches fail
-    with reason `budget_exhausted` without calls. The contract is checked once over the whole
-    run, not per batch: per-batch frame work would cost more than the requests.
+    with reason `budget_exhausted` without calls. The contract is checked over groups of
+    finished batches (`answered_every` subjects or more), not per batch: per-batch frame work
+    would cost more than the requests. `answered` gets each checked group as it is ready
+    (the flow caches it at once, so an interrupted run does not pay for its lookups twice).
     """
     requests = requests.loc[:, list(BATCH_COLUMNS)].reset_index(drop=True)
     caps = provider.capabilities
@@ -168,9 +177,22 @@ async def lookup_all(
     queue: asyncio.Queue[pd.DataFrame] = asyncio.Queue()
     for batch in batches:
         queue.put_nowait(batch)
-    results: list[LookupResult] = []
+    checked: list[tuple[LookupResult, int]] = []
+    waiting: list[tuple[pd.DataFrame, LookupResult]] = []
     done = 0
     budget_spent = False
+
+    def check_waiting() -> None:
+        group = pd.concat([b for b, _ in waiting], ignore_index=True)
+        frames = LookupResult(
+            outcomes=pd.concat([r.outcomes for _, r in waiting], ignore_index=True),
+            signals=_concat_signals([r.signals for _, r in waiting]),
+        )
+        waiting.clear()
+        result, dropped = _checked(group, frames, caps.produces)
+        checked.append((result, dropped))
+        if answered is not None:
+            answered(group, result)
 
     async def worker() -> None:
         nonlocal done, budget_spent
@@ -185,7 +207,9 @@ async def lookup_all(
                 result = await _one_batch(provider, client, batch)
                 if (result.outcomes["reason"] == BudgetExhaustedError.reason).any():
                     budget_spent = True
-            results.append(result)
+            waiting.append((batch, result))
+            if sum(len(b) for b, _ in waiting) >= answered_every:
+                check_waiting()
             done += len(batch)
             if progress is not None:
                 progress(done, len(requests))
@@ -193,18 +217,23 @@ async def lookup_all(
     in_flight = 2 * client.concurrency * max(1, caps.batch_size)
     workers = max(2, math.ceil(in_flight / size))
     await asyncio.gather(*(worker() for _ in range(min(workers, len(batches)) or 1)))
+    if waiting:
+        check_waiting()
     outcomes = (
-        pd.concat([r.outcomes for r in results], ignore_index=True)
-        if results
+        pd.concat([r.outcomes for r, _ in checked], ignore_index=True)
+        if checked
         else pd.DataFrame(columns=list(OUTCOME_COLUMNS))
     )
-    signal_frames = [r.signals for r in results if len(r.signals)]
-    signals = pd.concat(signal_frames, ignore_index=True) if signal_frames else empty_signals()
-    checked, dropped = _checked(requests, LookupResult(outcomes, signals), caps.produces)
-    failed = checked.outcomes.loc[checked.outcomes["status"] == str(LookupStatus.FAILED), "reason"]
+    signals = _concat_signals([r.signals for r, _ in checked])
+    failed = outcomes.loc[outcomes["status"] == str(LookupStatus.FAILED), "reason"]
     return LookupRun(
-        outcomes=checked.outcomes,
-        signals=checked.signals,
+        outcomes=outcomes,
+        signals=signals,
         failed_reasons=Counter({str(k): int(v) for k, v in failed.value_counts().items()}),
-        signals_dropped=dropped,
+        signals_dropped=sum(d for _, d in checked),
     )
+
+
+def _concat_signals(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    kept = [f for f in frames if len(f)]
+    return pd.concat(kept, ignore_index=True) if kept else empty_signals()

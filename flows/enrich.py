@@ -37,6 +37,7 @@ from enrichers.base import (
     SIGNAL_COLUMNS,
     SUBJECT,
     VALUE,
+    LookupResult,
     LookupStatus,
     Provider,
     ProviderSettings,
@@ -56,6 +57,7 @@ from policy.bundle import PolicyBundle
 from policy.engine import allowed_identifier_forms, evaluate
 from policy.types import Gate, Purpose
 from profiles.errors import AccountingError
+from profiles.failpoints import failpoint
 from profiles.rundir import read_partition, write_part
 from profiles.store import StateStore
 from profiles.types import IdentifierForm, IdentifierKind
@@ -271,6 +273,7 @@ def _progress(logger: Any, name: str) -> Progress:
         if tenths > logged or done == total:
             logged = tenths
             logger.info("%s: %s of %s looked up", name, f"{done:,}", f"{total:,}")
+            failpoint("providers:lookups")
 
     return progress
 
@@ -286,13 +289,20 @@ class ProviderPlan:
     todo: pd.DataFrame
     """subject, form, kind, key_id, pseudonym of every subject with a value to send."""
     cached: pd.DataFrame
-    """The rows of `todo` with an unexpired cached answer (status, signals JSON)."""
+    """The rows of `todo` with an unexpired answer cached by an earlier run (status,
+    signals JSON): skipped."""
+    answered: pd.DataFrame
+    """The rows of `todo` this run looked up already, before an interruption (their answers
+    were cached as they came): counted as tonight's lookups, never sent again."""
     skipped: Counter[str]
     hashes: dict[IdentifierForm, str]
     requests: str
     """The part with the rows of `todo` to look up (no values: the lookup task opens them)."""
     lookups: int
     """Calls the lookups will take (requests, or batches of a batch provider)."""
+    ttl_days: tuple[float, float]
+    """How long answers are cached: a match (never past the policy's retention for the
+    provider's signal kind), a no-match."""
 
 
 def plan_provider(
@@ -341,15 +351,19 @@ def plan_provider(
     skipped["no_value"] = int((~has_value).sum())
     todo = todo[has_value].reset_index(drop=True)
 
-    cached_parts, fresh_parts, hashes = [], [], {}
+    cached_parts, answered_parts, fresh_parts, hashes = [], [], [], {}
     for form_name, group in todo.groupby(FORM, sort=True):
         form = IdentifierForm(str(form_name))
         hashes[form] = params_hash(provider, form)
         cache = store.load_cache(settings.name, hashes[form], now=now)
         hit = group.merge(cache, on=["kind", "key_id", "pseudonym"], how="left", indicator=True)
-        cached_parts.append(hit[hit["_merge"] == "both"])
+        found = hit[hit["_merge"] == "both"]
+        tonight = (found["run_id"] == run_id).to_numpy()
+        cached_parts.append(found[~tonight])
+        answered_parts.append(found[tonight])
         fresh_parts.append(group[(hit["_merge"] == "left_only").to_numpy()])
     cached = pd.concat(cached_parts, ignore_index=True) if cached_parts else pd.DataFrame()
+    answered = pd.concat(answered_parts, ignore_index=True) if answered_parts else pd.DataFrame()
     fresh = (
         pd.concat(fresh_parts, ignore_index=True)
         if fresh_parts
@@ -358,17 +372,30 @@ def plan_provider(
     requests = write_part(folder / "requests.parquet", fresh.astype(str))
     logger.info(
         "%s: %s subjects, %s denied at gate A, %s without an allowed form, %s cached, "
-        "%s to look up",
+        "%s to look up%s",
         settings.name,
         f"{len(facts):,}",
         f"{skipped['gate_a_denied']:,}",
         f"{skipped['no_allowed_form']:,}",
         f"{len(cached):,}",
         f"{len(fresh):,}",
+        f" ({len(answered):,} looked up before the interruption)" if len(answered) else "",
     )
+    kind_days = bundle.retention.signals.get(caps.signal_kind)
+    match_days = min(settings.cache_ttl_days, kind_days) if kind_days else settings.cache_ttl_days
     calls = -(-len(fresh) // rows_per_lookup(caps)) if caps.batch_size > 1 else len(fresh)
     return ProviderPlan(
-        settings, provider, len(facts), todo, cached, skipped, hashes, str(requests), calls
+        settings=settings,
+        provider=provider,
+        subjects=len(facts),
+        todo=todo,
+        cached=cached,
+        answered=answered,
+        skipped=skipped,
+        hashes=hashes,
+        requests=str(requests),
+        lookups=calls,
+        ttl_days=(float(match_days), float(settings.negative_cache_ttl_days)),
     )
 
 
@@ -380,6 +407,11 @@ class ProviderLookups:
     settings: ProviderSettings
     requests: str
     out: str
+    hashes: dict[str, str]
+    """The cache's request-parameters hash per identifier form."""
+    ttl_days: tuple[float, float]
+    now: datetime
+    """The run's clock: when the answers count as fetched."""
 
 
 @dataclass(frozen=True)
@@ -405,26 +437,47 @@ def look_up(job: LookupJob, secrets: Callable[[str], str] = provider_secret) -> 
     own client, limits and budget): values from the run's vault, only for the rows of each
     requests part (subjects gate A allowed); outcomes and signals written as parts."""
     logger = get_run_logger()
-    contacts = worker_run(job.run).contacts
-    prepared = [
-        (share, build(share.settings, secrets), _batch(read_partition(share.requests), contacts))
-        for share in job.providers
-    ]
+    run = worker_run(job.run)
+    contacts = run.contacts
+    prepared = []
+    for share in job.providers:
+        requests = read_partition(share.requests)
+        prepared.append(
+            (share, build(share.settings, secrets), requests, _batch(requests, contacts))
+        )
 
     async def one(
-        share: ProviderLookups, provider: Provider, batch: pd.DataFrame
+        share: ProviderLookups, provider: Provider, requests: pd.DataFrame, batch: pd.DataFrame
     ) -> tuple[LookupRun, ClientStats]:
         settings = share.settings
+        keys = requests.set_index(SUBJECT)[[FORM, "kind", "key_id", "pseudonym"]]
+
+        def keep(group: pd.DataFrame, result: LookupResult) -> None:
+            """Cache a finished group's answers at once: an interruption after this never
+            pays for them again."""
+            entries = cache_entries(
+                settings.name,
+                result.outcomes,
+                result.signals.assign(provider=settings.name),
+                keys,
+                hashes=share.hashes,
+                ttl_days=share.ttl_days,
+                now=share.now,
+            )
+            if len(entries):
+                run.store().save_cache(entries, run_id=job.run.run_id)
+            failpoint("providers:cached")
+
         async with ProviderClient(settings, billing=provider.capabilities.billing) as client:
             progress = _progress(logger, settings.name)
-            result = await lookup_all(provider, client, batch, progress=progress)
+            result = await lookup_all(provider, client, batch, progress=progress, answered=keep)
             return result, client.stats
 
     async def every() -> list[tuple[LookupRun, ClientStats]]:
         return list(await asyncio.gather(*(one(*p) for p in prepared)))
 
     done = []
-    for (share, _, _), (result, stats) in zip(prepared, _run_frozen(every()), strict=True):
+    for (share, *_), (result, stats) in zip(prepared, _run_frozen(every()), strict=True):
         out = Path(share.out)
         write_part(out / "outcomes.parquet", result.outcomes)
         write_part(out / "signals.parquet", result.signals.assign(provider=share.settings.name))
@@ -475,34 +528,19 @@ def groups(plans: list[ProviderPlan], tasks: int) -> list[list[ProviderPlan]]:
     return [b for b in bins if b]
 
 
-def finish_provider(
-    plan: ProviderPlan,
-    lookups: Lookups,
-    *,
-    bundle: PolicyBundle,
-    store: StateStore,
-    run_id: str,
-    now: datetime,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Cache the provider's answers, check its books; returns its signals (tonight's and the
-    cache's) and its accounting."""
+def finish_provider(plan: ProviderPlan, lookups: Lookups) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Check a provider's books (its answers were cached as they came); returns its signals
+    (tonight's, those of an interrupted attempt, and the cache's) and its accounting."""
     settings = plan.settings
     folder = Path(plan.requests).parent
     outcomes = read_partition(folder / "outcomes.parquet")
     signals = read_partition(folder / "signals.parquet")
-    _save_cache(
-        store,
-        settings=settings,
-        bundle=bundle,
-        provider=plan.provider,
-        todo=plan.todo,
-        outcomes=outcomes,
-        signals=signals,
-        hashes=plan.hashes,
-        run_id=run_id,
-        now=now,
-    )
     statuses = Counter({str(k): int(v) for k, v in outcomes["status"].value_counts().items()})
+    if len(plan.answered):
+        signals = pd.concat(
+            [signals, _cached_signals(plan.answered, settings.name)], ignore_index=True
+        )
+        statuses.update(str(s) for s in plan.answered["status"])
     skipped = plan.skipped
     accounting: dict[str, Any] = {
         "type": settings.type,
@@ -545,9 +583,7 @@ class Enrichment:
     plans: list[ProviderPlan]
     pending: Pending[list[Lookups]] | None
 
-    def finish(
-        self, *, bundle: PolicyBundle, store: StateStore, run_id: str, now: datetime
-    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def finish(self) -> tuple[pd.DataFrame, dict[str, Any]]:
         """Wait for the lookups; cache and account for each provider in configuration order.
         Returns every signal (profile_id + signal columns) and the accounting per provider."""
         if self.pending is None:
@@ -556,9 +592,8 @@ class Enrichment:
         frames, accounting = [], {}
         for plan in self.plans:
             signals, accounting[plan.settings.name] = finish_provider(
-                plan, by_name[plan.settings.name], bundle=bundle, store=store, run_id=run_id,
-                now=now,
-            )  # fmt: skip
+                plan, by_name[plan.settings.name]
+            )
             frames.append(signals)
         every = pd.concat(frames, ignore_index=True)
         return every.rename(columns={SUBJECT: "profile_id"}), accounting
@@ -601,7 +636,15 @@ def start_enrichment(
         LookupJob(
             run,
             tuple(
-                ProviderLookups(p.settings, p.requests, str(Path(p.requests).parent)) for p in group
+                ProviderLookups(
+                    p.settings,
+                    p.requests,
+                    str(Path(p.requests).parent),
+                    hashes={str(form): value for form, value in p.hashes.items()},
+                    ttl_days=p.ttl_days,
+                    now=now,
+                )
+                for p in group
             ),
         )
         for group in groups(plans, tasks)
@@ -609,49 +652,40 @@ def start_enrichment(
     return Enrichment(plans, work.submit(lookup_providers, jobs))
 
 
-def _save_cache(
-    store: StateStore,
-    *,
-    settings: ProviderSettings,
-    bundle: PolicyBundle,
-    provider: Provider,
-    todo: pd.DataFrame,
+def cache_entries(
+    provider: str,
     outcomes: pd.DataFrame,
     signals: pd.DataFrame,
-    hashes: Mapping[IdentifierForm, str],
-    run_id: str,
+    keys: pd.DataFrame,
+    *,
+    hashes: Mapping[str, str],
+    ttl_days: tuple[float, float],
     now: datetime,
-) -> None:
-    """Cache matched and no-match answers (never failures) for the subjects just looked up."""
+) -> pd.DataFrame:
+    """Cache entries for the matched and no-match answers (never failures) among
+    `outcomes`: `keys` holds each subject's form, kind, key id and pseudonym (indexed by
+    subject), `ttl_days` the lifetime of a match and of a no-match."""
     answered = outcomes[
         outcomes["status"].isin([str(LookupStatus.MATCHED), str(LookupStatus.NO_MATCH)])
     ]
     if answered.empty:
-        return
-    rows = answered.merge(todo, on=SUBJECT, how="left")
-    kind_days = bundle.retention.signals.get(provider.capabilities.signal_kind)
-    match_days = min(settings.cache_ttl_days, kind_days) if kind_days else settings.cache_ttl_days
-    ttl = np.where(
-        rows["status"] == str(LookupStatus.MATCHED),
-        match_days,
-        settings.negative_cache_ttl_days,
-    )
+        return pd.DataFrame()
+    rows = keys.loc[answered[SUBJECT].to_numpy()].reset_index()
+    matched = answered["status"].to_numpy() == str(LookupStatus.MATCHED)
+    ttl = np.where(matched, ttl_days[0], ttl_days[1])
     by_subject = _signals_json(signals)
     subjects = pd.Index(rows[SUBJECT].astype(str).to_numpy(dtype=object), dtype=object)
     found = by_subject.reindex(subjects).to_numpy(dtype=object)
-    texts = np.where(pd.isna(found), "[]", found)
-    forms = {str(form): value for form, value in hashes.items()}
-    entries = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "provider": settings.name,
-            "params_hash": rows[FORM].astype(str).map(forms).to_numpy(dtype=object),
-            "kind": rows["kind"],
-            "key_id": rows["key_id"],
-            "pseudonym": rows["pseudonym"],
-            "status": rows["status"],
-            "signals": texts,
+            "provider": provider,
+            "params_hash": rows[FORM].astype(str).map(dict(hashes)).to_numpy(dtype=object),
+            "kind": rows["kind"].to_numpy(),
+            "key_id": rows["key_id"].to_numpy(),
+            "pseudonym": rows["pseudonym"].to_numpy(),
+            "status": answered["status"].to_numpy(),
+            "signals": np.where(pd.isna(found), "[]", found),
             "fetched_at": now,
             "expires_at": pd.Timestamp(now) + pd.to_timedelta(ttl, unit="D"),
         }
     )
-    store.save_cache(entries, run_id=run_id)

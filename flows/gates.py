@@ -29,6 +29,7 @@ from policy.engine import GATE_PURPOSES, evaluate_all, subject_regimes
 from policy.facts import build_facts
 from policy.types import Gate, Purpose
 from profiles.config import RunConfig
+from profiles.failpoints import failpoint
 from profiles.rundir import (
     LINKS_FILE,
     PROFILES_FILE,
@@ -59,7 +60,10 @@ def ingest_consents(
     store: StateStore,
     run_id: str,
 ) -> dict[str, int]:
-    """Turn tonight's consent-source rows into consent records in the state store."""
+    """Turn tonight's consent-source rows into consent records in the state store.
+
+    `records_new` counts the records this run added (stored with it as first_seen_run), so
+    a run resumed after an interruption reports what an uninterrupted one would have."""
     counts: dict[str, int] = {"records_new": 0}
     for source in config.sources:
         if source.kind is not SourceKind.CONSENTS:
@@ -68,9 +72,11 @@ def ingest_consents(
         records, skipped = consent_records_from_rows(
             rows, source=source.name, tcf_purposes=bundle.tcf
         )
-        counts["records_new"] += store.save_consents(records, run_id=run_id)
+        store.save_consents(records, run_id=run_id)
+        failpoint("consents:saved")
         for reason, n in skipped.items():
             counts[f"skipped_{reason}"] = counts.get(f"skipped_{reason}", 0) + n
+    counts["records_new"] = store.consents_first_seen(run_id)
     return counts
 
 

@@ -28,6 +28,7 @@ from flows.workers import RunRef, worker_run
 from profiles import vault
 from profiles.accounting import SourceCounts
 from profiles.config import SourceConfig
+from profiles.failpoints import failpoint
 from profiles.ingest import ChunkSpec, read_chunk
 from profiles.quarantine import rows_without_identifier, unparseable_rows
 from profiles.rundir import chunk_part, write_chunk_parts
@@ -88,6 +89,7 @@ def identify(job: ChunkJob) -> SourceCounts:
         stage.take_vault(),
         run.vault_key,
     )
+    failpoint("identify:chunk")
     return counts
 
 

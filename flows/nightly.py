@@ -8,6 +8,7 @@ and use no cache; logs and artifacts carry counts and key ids, never values.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -63,15 +64,23 @@ from policy.consent import INPUT_COLUMNS
 from policy.types import SuppressionKind
 from profiles.accounting import SourceCounts
 from profiles.config import RunConfig, load_run_config
+from profiles.failpoints import failpoint
 from profiles.golden import golden_records, profile_table, recency_field
 from profiles.hashing import Key, Pseudonymiser
 from profiles.identifiers import present_column, pseudonymise_values
 from profiles.identity import PreviousIdentity, Resolution, resolve
 from profiles.ingest import count_records, plan_chunks
 from profiles.quarantine import Sealer
-from profiles.rundir import PROFILE_ID, ROW_COLUMNS, NightLock, RunOutput
+from profiles.rundir import (
+    PROFILE_ID,
+    ROW_COLUMNS,
+    SUMMARY_FILE,
+    NightLock,
+    RunOutput,
+    clear_stale_vaults,
+)
 from profiles.settings import EnrichSettings
-from profiles.store import StateStore, StoreError
+from profiles.store import RunStep, StateStore, StoreError
 from profiles.types import NAME_FIELDS, IdentifierKind, SourceKind
 from profiles.vault import Vault, vault_key
 
@@ -298,6 +307,8 @@ def nightly_enrichment(
     runner: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
+    resume: str | None = None,
+    fresh: bool = False,
 ) -> str:
     """Run one night: every input row ends in a profile or in quarantine.csv.
 
@@ -307,59 +318,133 @@ def nightly_enrichment(
     enrich.yaml's `performance`). Returns the run's output folder. Fails if any source's rows
     do not balance, and at once if another run holds the same state folder (runs are refused,
     never interleaved).
+
+    A run that was interrupted (killed, or failed) is resumed by the next run on the same
+    inputs, under its own id and clock, so that its outputs are those an uninterrupted run
+    would have made (see `_resumable`); `resume` names the run to resume (refused if it is not
+    the interrupted one), `fresh` never resumes (the interrupted run is marked failed).
     """
     config: RunConfig = load_run_config(config_path)
-    chosen = Runner.of(config.performance, kind=runner, workers=workers, address=dask_address)
+    chosen = Runner.of(
+        config.performance,
+        kind=runner or EnrichSettings().runner,
+        workers=workers,
+        address=dask_address,
+    )
     with NightLock(config.state_dir):
-        return _night(config, Path(config_path), run_id=run_id, as_of=as_of, runner=chosen)
+        return _night(
+            config,
+            Path(config_path),
+            run_id=run_id,
+            as_of=as_of,
+            runner=chosen,
+            resume=resume,
+            fresh=fresh,
+        )
+
+
+def fingerprint(
+    config_path: Path, config: RunConfig, bundle: PolicyBundle, as_of: str | None
+) -> str:
+    """What a run ran on: enrich.yaml, the policy bundle, `as_of` and each source file's
+    size and modification time (a changed file makes another night, never a resumed one)."""
+    digest = hashlib.sha256(config_path.read_bytes())
+    digest.update(f"\0{bundle.hash}\0{as_of or ''}".encode())
+    for source in config.sources:
+        info = source.path.stat() if source.path.is_file() else None
+        seen = f"{info.st_size}:{info.st_mtime_ns}" if info else "missing"
+        digest.update(f"\0{source.path}\0{seen}".encode())
+    return digest.hexdigest()
+
+
+def _resumable(
+    store: StateStore, fingerprint: str, *, resume: str | None, fresh: bool
+) -> dict[str, Any] | None:
+    """The interrupted run to resume, or None to start a new one.
+
+    The ledger's latest run, if it did not succeed, is resumed when it ran on the same inputs
+    (same fingerprint) — or when `resume` names it. With `fresh`, or on other inputs, it is
+    marked failed (if a crash left it `running`) and a new run starts. `resume` naming any
+    other run is an error.
+    """
+    unfinished = store.unfinished_run()
+    if resume is not None and (unfinished is None or unfinished["run_id"] != resume):
+        latest = "no run" if unfinished is None else f"run {unfinished['run_id']}"
+        raise StoreError(
+            f"run {resume} cannot be resumed: {latest} is the interrupted one in the run ledger"
+        )
+    if unfinished is None:
+        return None
+    if not fresh and (resume is not None or unfinished["fingerprint"] == fingerprint):
+        return unfinished
+    if unfinished["status"] == "running":
+        why = "a fresh run was asked for" if fresh else "the inputs have changed since"
+        get_run_logger().warning(
+            "run %s was interrupted and is not resumed: %s", unfinished["run_id"], why
+        )
+        store.finish_run(unfinished["run_id"], "failed", {}, datetime.now(UTC))
+    return None
 
 
 def _night(
-    config: RunConfig, config_path: Path, *, run_id: str | None, as_of: str | None, runner: Runner
+    config: RunConfig,
+    config_path: Path,
+    *,
+    run_id: str | None,
+    as_of: str | None,
+    runner: Runner,
+    resume: str | None,
+    fresh: bool,
 ) -> str:
-    """The body of `nightly_enrichment`, under its lock: open everything, run the stages,
-    publish, record the outcome in the ledger."""
+    """The body of `nightly_enrichment`, under its lock: open everything, run the stages (or
+    what an interrupted run left to do), publish, record the outcome in the ledger."""
     logger = get_run_logger()
-    started = datetime.now(UTC)
-    run_id = run_id or new_run_id(started)
     settings = EnrichSettings()
     keys = _run_keys(config, settings, config_path)
     bundle = policy_bundle(config)
     providers, behaviour, fusion_stage = _stage_settings(config, config_path)
     store = StateStore.open(settings.state_url_for(config.state_dir))
-    total = sum(count_records(s) for s in config.sources if s.path.is_file())
-    logger.info(
-        "run %s: %d source(s), about %s rows, pseudonym key %s, state %s, runner %s",
-        run_id,
-        len(config.sources),
-        f"{total:,}",
-        keys.key.key_id,
-        store.url,
-        runner.describe(),
-    )
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()
     try:
+        print_ = fingerprint(config_path, config, bundle, as_of)
+        interrupted = _resumable(store, print_, resume=resume, fresh=fresh)
+        if interrupted is None:
+            started = datetime.now(UTC)
+            run_id = run_id or new_run_id(started)
+            store.start_run(run_id, config_hash, started, fingerprint=print_)
+        else:
+            run_id, started = interrupted["run_id"], interrupted["started_at"]
+            if _resumed(store, interrupted, config.output_dir):
+                store.close()
+                return str(config.output_dir / run_id)
+        clear_stale_vaults(config.output_dir, keep=run_id)
         output = RunOutput(config.output_dir, run_id)
-        store.start_run(run_id, config_hash, started)
         erased = erased_pseudonyms(store.load_suppressions())
     except BaseException:
         store.close()
         raise
-    log = signed_log(config, keys.signer)
-    run = RunRef(
-        config_path=str(config_path.resolve()),
-        config_hash=config_hash,
-        run_id=run_id,
-        staging=str(output.staging),
-        key_id=keys.key.key_id,
-        sealer_key_id=None if keys.sealer is None else keys.sealer.key_id,
+    total = sum(count_records(s) for s in config.sources if s.path.is_file())
+    logger.info(
+        "run %s: %d source(s), about %s rows, pseudonym key %s, state %s, runner %s",
+        *(run_id, len(config.sources), f"{total:,}", keys.key.key_id, store.url),
+        runner.describe(),
     )
+    log = signed_log(config, keys.signer)
+    if interrupted is not None:
+        logger.info("run %s had logged %s decisions", run_id, f"{log.resume(run_id):,}")
     with ExitStack() as stack:
         try:
             laps = Laps()
             night = Night(
                 config=config,
-                run=run,
+                run=RunRef(
+                    config_path=str(config_path.resolve()),
+                    config_hash=config_hash,
+                    run_id=run_id,
+                    staging=str(output.staging),
+                    key_id=keys.key.key_id,
+                    sealer_key_id=None if keys.sealer is None else keys.sealer.key_id,
+                ),
                 keys=keys,
                 bundle=bundle,
                 providers=providers,
@@ -375,8 +460,11 @@ def _night(
                 laps=laps,
             )
             laps.lap("start workers")
+            failpoint("after:start")
             summary = _stages(night, erased=erased, total=total)
             final = output.publish()
+            store.mark_step(run_id, RunStep.PUBLISHED)
+            failpoint("after:publish")
             store.finish_run(run_id, "succeeded", summary_counts(summary), datetime.now(UTC))
         except BaseException:
             output.abandon()
@@ -385,12 +473,19 @@ def _night(
         finally:
             release(run_id)
             store.close()
+    _announce(summary, final)
+    return str(final)
+
+
+def _announce(summary: Mapping[str, Any], final: Path) -> None:
+    """The run's summary as a Prefect artifact, and its last log line."""
+    run_id = summary["run_id"]
     create_markdown_artifact(
         key=SUMMARY_ARTIFACT_KEY,
-        markdown=summary_markdown(summary),
+        markdown=summary_markdown(dict(summary)),
         description=f"Row accounting and identity of run {run_id}",
     )
-    logger.info(
+    get_run_logger().info(
         "run %s: %s rows in, %s accepted, %s quarantined, %s profiles; outputs in %s",
         run_id,
         f"{summary['totals']['rows_in']:,}",
@@ -399,7 +494,28 @@ def _night(
         f"{summary['identity']['profiles']:,}",
         final,
     )
-    return str(final)
+
+
+def _resumed(store: StateStore, interrupted: Mapping[str, Any], output_dir: Path) -> bool:
+    """Take up an interrupted run: True if it only had to be finished (its outputs were
+    staged and sealed and its identity saved: the staged folder is published, unless that was
+    done, and the run marked succeeded); False if its stages must run again."""
+    run_id, step = str(interrupted["run_id"]), str(interrupted["step"])
+    logger = get_run_logger()
+    attempt = store.resume_run(run_id)
+    logger.info(
+        "run %s was interrupted at step %s: resuming it (attempt %d)", run_id, step, attempt
+    )
+    if step == RunStep.STARTED:
+        return False
+    if step == RunStep.IDENTITY_SAVED:
+        RunOutput.reopen(output_dir, run_id).publish()
+        store.mark_step(run_id, RunStep.PUBLISHED)
+    final = output_dir / run_id
+    summary = json.loads((final / SUMMARY_FILE).read_text(encoding="utf-8"))
+    store.finish_run(run_id, "succeeded", summary_counts(summary), datetime.now(UTC))
+    logger.info("run %s: finished what its interruption left; outputs in %s", run_id, final)
+    return True
 
 
 def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -> dict[str, Any]:
@@ -408,6 +524,7 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
     config, output, laps = night.config, night.output, night.laps
     counts = _identify(night, erased=erased, total=total)
     laps.lap("identify")
+    failpoint("after:identify")
     rows = consent_rows(config, output)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consents") as beside:
         # mostly the store's own (GIL-free) work: it overlaps identity resolution
@@ -419,14 +536,17 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
         laps.lap("resolve identities")
         profiles, customers = link_profiles(config, output, resolution)
         laps.lap("link profiles")
+        failpoint("after:link profiles")
         consents = ingest.result()
     laps.lap("consents (beside identity)")
     profiles, facts, policy_summary = apply_policy(night, resolution, profiles, customers, consents)
     laps.lap("policy")
+    failpoint("after:policy")
     profiles, behaviour_signals, behaviour_summary = score_behaviour(
         night.work, config, night.behaviour, output=output, profiles=profiles, as_of=night.as_of
     )
     laps.lap("behaviour")
+    failpoint("after:behaviour")
     subjects = candidates(night.bundle, facts, resolution.identifiers)
     signals, enrichment_summary = start_enrichment(
         night.work,
@@ -439,8 +559,9 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
         log=night.log,
         folder=output.parts_dir("providers"),
         now=night.started,
-    ).finish(bundle=night.bundle, store=night.store, run_id=night.run_id, now=night.started)
+    ).finish()
     laps.lap("providers")
+    failpoint("after:providers")
     fused = fuse_interests(
         night.work,
         config,
@@ -456,6 +577,7 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
         as_of=night.as_of,
     )
     laps.lap("fusion")
+    failpoint("after:fusion")
     profiles, personas = build_personas(
         config.personas,
         night.fusion.taxonomy,
@@ -466,6 +588,7 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
         as_of=night.as_of,
     )
     laps.lap("personas")
+    failpoint("after:personas")
     exports = export_outputs(
         config,
         bundle=night.bundle,
@@ -478,6 +601,7 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
         fingerprint_key=night.keys.key.secret,
     )
     laps.lap("exports")
+    failpoint("after:exports")
     summary = build_summary(
         night.run_id,
         started_at=night.started,
@@ -505,6 +629,7 @@ def _stages(night: Night, *, erased: Mapping[str, frozenset[str]], total: int) -
         merged=resolution.merged,
         events=resolution.events,
     )
+    failpoint("identity:saved")
     return summary
 
 
@@ -579,7 +704,10 @@ def _stage_outputs(
         output.write_json(PERSONAS_FILE, personas)
     output.write_summary(summary)
     write_report(output.staging / REPORT_FILE, summary, personas)
+    output.seal()
+    failpoint("outputs:staged")
     checkpoint = log.checkpoint(summary["run_id"])
+    failpoint("outputs:checkpoint")
     if checkpoint is not None:
         create_markdown_artifact(
             key=AUDIT_ARTIFACT_KEY,
@@ -629,6 +757,8 @@ def run_nightly(
     runner: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
+    resume: str | None = None,
+    fresh: bool = False,
 ) -> Path:
     """Run the flow once in this process and return its output folder."""
     return Path(
@@ -639,5 +769,7 @@ def run_nightly(
             runner=runner,
             workers=workers,
             dask_address=dask_address,
+            resume=resume,
+            fresh=fresh,
         )
     )

@@ -4,9 +4,10 @@ A partition task gets a `RunRef` (paths and key ids: no values, no secrets) and 
 `WorkerRun` of its process: the run's configuration (refused if enrich.yaml changed since the
 flow read it), the keys resolved here from the same sources the flow uses (environment,
 Prefect Secret block, key file; refused if they are not the flow's keys), the run's contact
-vault and, for identify tasks, one identifier stage. Each process keeps the `WorkerRun` of
-one run: the next run's first task replaces it, and `release` drops it when the run is over
-(a long-lived Dask worker keeps no values between nights).
+vault, the state store (opened on first use) and, for identify tasks, one identifier stage.
+Each process keeps the `WorkerRun` of one run: the next run's first task replaces it, and
+`release` drops it when the run is over (a long-lived Dask worker keeps no values between
+nights).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from profiles.hashing import Key, KeyPurpose, Pseudonymiser
 from profiles.identifiers import IdentifierStage
 from profiles.quarantine import Sealer
 from profiles.settings import EnrichSettings
+from profiles.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class WorkerRun:
     vault_key: bytes = field(repr=False)
     """The run's vault key (profiles.vault), derived here from the pseudonym key."""
     _stage: IdentifierStage | None = field(default=None, repr=False)
+    _store: StateStore | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stage(self, workers: int) -> IdentifierStage:
@@ -65,16 +68,27 @@ class WorkerRun:
                 )
             return self._stage
 
+    def store(self) -> StateStore:
+        """The state store, opened here from the same settings as the flow's (the
+        ENRICH_STATE_URL or the SQLite file under the config's state folder)."""
+        with self._lock:
+            if self._store is None:
+                url = EnrichSettings().state_url_for(self.config.state_dir)
+                self._store = StateStore.open(url)
+            return self._store
+
     @property
     def contacts(self) -> vault.Vault:
         """The run's contact vault (read by provider lookups)."""
         return vault.Vault(Path(self.ref.staging) / vault.VAULT_DIR, self.vault_key)
 
     def close(self) -> None:
-        """Stop the stage's validation processes (if any)."""
+        """Stop the stage's validation processes (if any), close the store."""
         with self._lock:
             if self._stage is not None:
                 self._stage.close()
+            if self._store is not None:
+                self._store.close()
 
 
 _RUNS: dict[str, WorkerRun] = {}

@@ -62,6 +62,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from profiles.failpoints import failpoint
+
 ENTRY_FIELDS: tuple[str, ...] = (
     "seq",
     "ts",
@@ -311,6 +313,7 @@ class ChainedDecisionLog:
         self._segment: Path | None = None
         self._segment_lines = 0
         self._runs: dict[str, _Run] = {}
+        self._replay: dict[str, list[tuple[str, ...]]] = {}
 
     # reading ------------------------------------------------------------------------------
 
@@ -420,14 +423,55 @@ class ChainedDecisionLog:
             self._segment = None
             self._segment_lines = 0
 
+    def resume(self, run_id: str) -> int:
+        """Continue a run an interruption stopped: the decisions it already logged (sealed by
+        a checkpoint of their own) are not appended again. From now on `append` of `run_id`
+        checks each row against the next logged decision, in order, and skips it; past the
+        last one it appends. A row that differs from the logged one raises LogError: the
+        resumed run did not decide as the interrupted one did (its inputs changed). Returns
+        how many decisions the run logged before."""
+        self._load()
+        logged = [_decision_key(e) for e in self.entries() if e.get("run_id") == run_id]
+        self._replay[run_id] = logged[::-1]  # taken from the end: oldest first
+        return len(logged)
+
+    def _replayed(self, run_id: str, decisions: pd.DataFrame) -> int:
+        """How many leading rows of `decisions` the run logged before it was interrupted
+        (checked equal, field by field, to the logged decisions)."""
+        pending = self._replay.get(run_id)
+        if not pending:
+            return 0
+        count = min(len(pending), len(decisions))
+        head = decisions.iloc[:count]
+        columns = [
+            head[name].astype(str).tolist() if name in head.columns else [""] * count
+            for name in _REPLAY_FIELDS
+        ]
+        keys = list(zip(*columns, strict=True))
+        expected = pending[len(pending) - count :][::-1]
+        if keys != expected:
+            i = next(i for i, (a, b) in enumerate(zip(keys, expected, strict=True)) if a != b)
+            raise LogError(
+                f"run {run_id} cannot be resumed: decision {i + 1} of a {keys[i][1]}/"
+                f"{keys[i][2]} batch differs from the one it logged before it was interrupted "
+                "(its inputs changed); start a new run with --fresh"
+            )
+        del pending[len(pending) - count :]
+        return count
+
     def append(self, run_id: str, decisions: pd.DataFrame, *, actor: str) -> int:
-        """Append one chained entry per decision row, fsync, and return the number written."""
+        """Append one chained entry per decision row, fsync, and return the number written
+        (rows a resumed run had logged already are skipped: see `resume`)."""
         if decisions.empty:
             return 0
         missing = [c for c in DECISION_COLUMNS if c not in decisions.columns]
         if missing:
             raise ValueError(f"decisions lack column(s): {', '.join(missing)}")
         self._load()
+        skip = self._replayed(run_id, decisions)
+        if skip == len(decisions):
+            return 0
+        decisions = decisions.iloc[skip:].reset_index(drop=True)
         run = self._runs.setdefault(run_id, _Run(self._seq))
         n = len(decisions)
         context = decisions["context"] if "context" in decisions.columns else pd.Series([""] * n)
@@ -480,6 +524,7 @@ class ChainedDecisionLog:
             )  # fmt: skip
             self._head = prev.decode("ascii")
             _fsync_append(target, _data(lines).data)
+            failpoint("log:batch")
             self._segment_lines += room
             self._seq += room
             written += room
@@ -512,6 +557,25 @@ class ChainedDecisionLog:
         body["signature"] = self.signer.sign(canonical(body).encode("utf-8"))
         _fsync_append(self.directory / CHECKPOINTS, canonical(body) + "\n")
         return body
+
+
+_REPLAY_FIELDS: Final = (
+    "subject",
+    "gate",
+    "purpose",
+    "decision",
+    "basis",
+    "rule",
+    "reason",
+    "evidence",
+    "policy_hash",
+    "context",
+)
+"""What makes a decision the same decision (not when, by whom, or where in the chain)."""
+
+
+def _decision_key(entry: Mapping[str, object]) -> tuple[str, ...]:
+    return tuple(str(entry.get(name, "")) for name in _REPLAY_FIELDS)
 
 
 def _now() -> str:

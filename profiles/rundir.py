@@ -151,20 +151,33 @@ class RunOutput:
     rewritten with their profile id (identity_links.parquet) batch by batch.
     """
 
-    def __init__(self, output_dir: Path, run_id: str) -> None:
+    def __init__(self, output_dir: Path, run_id: str, *, fresh: bool = True) -> None:
+        """A new staging folder for `run_id` (one an earlier attempt left is emptied first);
+        with `fresh=False`, the staged folder an earlier attempt left complete (`reopen`)."""
         self.run_id = run_id
         self.final = output_dir / run_id
         self.staging = output_dir / f".{run_id}.partial"
+        self._quarantine_path = self.staging / QUARANTINE_FILE
+        self._parts: list[str] = []
+        self.accepted_rows = 0
+        self.quarantine_rows = 0
+        self._sealed = not fresh
+        if not fresh:
+            return
         if self.final.exists():
             raise FileExistsError(f"output folder {self.final} already exists")
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
-        self._quarantine_path = self.staging / QUARANTINE_FILE
         pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(self._quarantine_path, index=False)
-        self._parts: list[str] = []
-        self.accepted_rows = 0
-        self.quarantine_rows = 0
+
+    @classmethod
+    def reopen(cls, output_dir: Path, run_id: str) -> RunOutput:
+        """The staging folder a run sealed before it was interrupted, to publish it."""
+        output = cls(output_dir, run_id, fresh=False)
+        if not output.staging.is_dir():
+            raise FileNotFoundError(f"staged outputs {output.staging} are gone")
+        return output
 
     def parts_dir(self, name: str) -> Path:
         """A working folder of partition inputs or outputs (deleted before publishing)."""
@@ -262,22 +275,48 @@ class RunOutput:
         path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         return path
 
-    def publish(self) -> Path:
-        """Move the staged outputs into place; returns the run's output folder. The vault and
-        any leftover parts are deleted first: they are working files, never outputs."""
+    def seal(self) -> None:
+        """Make the staged outputs durable (fsync every file) and drop the working files (the
+        vault, parts): from here on the folder is what `publish` puts in place."""
         vault.remove(self.vault_dir)
         shutil.rmtree(self.staging / PARTS_DIR, ignore_errors=True)
         for path in sorted(self.staging.rglob("*")):
             if path.is_file():
                 with path.open("rb") as fh:
                     os.fsync(fh.fileno())
+        self._sealed = True
+
+    def publish(self) -> Path:
+        """Move the sealed outputs into place (one rename); returns the run's output folder."""
+        if not self._sealed:
+            self.seal()
         os.replace(self.staging, self.final)
+        fd = os.open(self.final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself is durable
+        finally:
+            os.close(fd)
         return self.final
 
     def abandon(self) -> None:
         """After a failure: the staging folder stays for inspection, but without the vault
         (sealed contact details are of no use once the run is over)."""
         vault.remove(self.vault_dir)
+
+
+def clear_stale_vaults(output_dir: Path, *, keep: str) -> list[Path]:
+    """Delete the vaults of staging folders other runs left behind (a killed run cannot clean
+    up after itself); the folders themselves stay for inspection. Returns what was deleted."""
+    if not output_dir.is_dir():
+        return []
+    stale = [
+        p / VAULT_DIR
+        for p in output_dir.glob(".*.partial")
+        if p.name != f".{keep}.partial" and (p / VAULT_DIR).exists()
+    ]
+    for folder in stale:
+        vault.remove(folder)
+    return stale
 
 
 def published_runs(output_dir: Path) -> list[Path]:

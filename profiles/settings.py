@@ -29,6 +29,9 @@ class EnrichSettings(BaseSettings):
     state_url: SecretStr | None = None
     """SQLAlchemy URL of the state store (e.g. postgresql+psycopg://user@host/db); default:
     a SQLite file `<state_dir>/state.db`. A secret: it may hold a password."""
+    runner: str | None = None
+    """Where partition tasks run when neither the command line nor the flow's parameters
+    say (`ENRICH_RUNNER`): in place of enrich.yaml's `performance.runner` on this host."""
 
     def key_file_for(self, state_dir: Path) -> Path:
         """The key file to use for a run whose state directory is `state_dir`."""

@@ -5,7 +5,8 @@ SQLite by default (a file under the state directory), PostgreSQL in production
 key ids, profile ids and counts, never a raw email, phone or name.
 
     StateStore.open(url)     connect, migrate, use; `close()` or `with`
-      runs                   start_run, finish_run, runs
+      runs                   start_run, finish_run, runs, unfinished_run, resume_run,
+                             mark_step (RunStep)
       identity graph         save_identity, load_identifiers, load_profiles
       consent                save_consents, load_consents
       suppression, erasure   add_suppressions, record_objection, load_suppressions,
@@ -20,6 +21,7 @@ from profiles.store.cache import CACHE_COLUMNS, CACHE_ENTRY_COLUMNS, CACHE_STATS
 from profiles.store.errors import StoreError
 from profiles.store.migrations import MIGRATIONS, Migration
 from profiles.store.save import IDENTIFIER_COLUMNS, PROFILE_COLUMNS
+from profiles.store.schema import RunStep
 from profiles.store.store import RUN_COLUMNS, StateStore, default_url
 from profiles.store.subjects import (
     CONSENT_COLUMNS,
@@ -43,6 +45,7 @@ __all__ = [
     "SUBJECT_COLUMNS",
     "SUPPRESSION_COLUMNS",
     "Migration",
+    "RunStep",
     "StateStore",
     "StoreError",
     "default_url",

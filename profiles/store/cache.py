@@ -50,9 +50,10 @@ CACHE_ENTRY_COLUMNS: dict[str, ColumnType] = {
 """Columns of `save_cache(entries)`."""
 
 CACHE_COLUMNS: dict[str, ColumnType] = {
-    c: t for c, t in CACHE_ENTRY_COLUMNS.items() if c not in ("provider", "params_hash")
+    **{c: t for c, t in CACHE_ENTRY_COLUMNS.items() if c not in ("provider", "params_hash")},
+    "run_id": "text",
 }
-"""Columns of `load_cache(...)`."""
+"""Columns of `load_cache(...)`: an entry's fields and the run that fetched it."""
 
 CACHE_STATS_COLUMNS: dict[str, ColumnType] = {
     "provider": "text",

@@ -20,6 +20,7 @@ of reusing `schema.py`, which moves on with later versions).
     1  runs, profiles, identifiers, identity_events
     2  consent_records, suppressions, erasures (consent, objections, opt-outs, Art. 17)
     3  provider_cache; erasures.cache_entries_deleted
+    4  runs.step, runs.fingerprint, runs.attempts (resuming an interrupted run)
 """
 
 from __future__ import annotations
@@ -226,10 +227,20 @@ def _v3_provider_cache(conn: Connection) -> None:
     )
 
 
+def _v4_run_steps(conn: Connection) -> None:
+    """How far each run got (started, identity_saved, published), what it ran on (a hash of
+    the config, policy bundle, as-of and the sources' sizes and times) and how many attempts
+    it took: what resuming an interrupted run needs."""
+    conn.execute(text("ALTER TABLE runs ADD COLUMN step TEXT NOT NULL DEFAULT 'started'"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN fingerprint TEXT"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _v1_initial),
     Migration(2, "consent records, suppressions and erasures", _v2_consent_and_suppression),
     Migration(3, "provider cache", _v3_provider_cache),
+    Migration(4, "run steps, fingerprint and attempts", _v4_run_steps),
 )
 """Every migration, oldest first; versions are 1, 2, 3, ... without gaps."""
 

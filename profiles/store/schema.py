@@ -50,6 +50,16 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+class RunStep(StrEnum):
+    """The last durable step of a run: what a resumed run can skip."""
+
+    STARTED = "started"
+    IDENTITY_SAVED = "identity_saved"
+    """Outputs staged and sealed, decisions checkpointed, the identity graph committed."""
+    PUBLISHED = "published"
+    """The run folder is in place."""
+
+
 class ProfileStatus(StrEnum):
     """An active profile is current; a merged one survives only as `merged_into`."""
 
@@ -146,9 +156,14 @@ runs = Table(
     Column("status", Text, nullable=False),
     Column("config_hash", Text, nullable=False),
     Column("summary", Text, nullable=True),
+    Column("step", Text, nullable=False, server_default="started"),
+    Column("fingerprint", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="1"),
     CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
 )
-"""The run ledger; `seq` orders runs by start, `summary` is JSON of counts only."""
+"""The run ledger; `seq` orders runs by start, `summary` is JSON of counts only, `step` the
+last durable step (RunStep), `fingerprint` what the run ran on, `attempts` how many times it
+was started (resumed runs count again)."""
 
 profiles = Table(
     "profiles",

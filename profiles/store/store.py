@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +33,7 @@ from profiles.store.schema import (
     SUPPRESSION_KINDS,
     ProfileStatus,
     RunStatus,
+    RunStep,
     consent_records,
     erasures,
     identifiers,
@@ -47,10 +48,26 @@ from profiles.store.subjects import (
     SUPPRESSION_COLUMNS,
 )
 
-RUN_COLUMNS = ("run_id", "seq", "started_at", "finished_at", "status", "config_hash", "summary")
+RUN_COLUMNS = (
+    "run_id",
+    "seq",
+    "started_at",
+    "finished_at",
+    "status",
+    "config_hash",
+    "summary",
+    "step",
+    "fingerprint",
+    "attempts",
+)
 """Columns of `runs()`."""
 
 _ACTIVE = ProfileStatus.ACTIVE.value
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite returns naive UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def default_url(state_dir: Path) -> str:
@@ -164,10 +181,21 @@ class StateStore:
         with self._reading("reading the schema version") as conn:
             return current_version(conn)
 
-    def start_run(self, run_id: str, config_hash: str, started_at: datetime) -> None:
-        """Add a run to the ledger as `running`; StoreError if `run_id` is already there."""
+    def start_run(
+        self,
+        run_id: str,
+        config_hash: str,
+        started_at: datetime,
+        *,
+        fingerprint: str | None = None,
+    ) -> None:
+        """Add a run to the ledger as `running` at step `started`; StoreError if `run_id` is
+        already there. `fingerprint` (a hex digest) says what the run ran on, so that an
+        interrupted run is resumed only on the same inputs."""
         checks.token(run_id, "run_id")
         checks.token(config_hash, "config_hash")
+        if fingerprint is not None:
+            checks.token(fingerprint, "fingerprint")
         _aware(started_at, "started_at")
         with self._writing("starting a run") as conn:
             if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first():
@@ -180,8 +208,68 @@ class StateStore:
                     started_at=started_at,
                     status=RunStatus.RUNNING.value,
                     config_hash=config_hash,
+                    step=RunStep.STARTED.value,
+                    fingerprint=fingerprint,
+                    attempts=1,
                 )
             )
+
+    def unfinished_run(self) -> dict[str, Any] | None:
+        """The latest run of the ledger if it did not succeed (it crashed while `running`, or
+        `failed`): run_id, started_at, status, step, fingerprint, attempts; else None."""
+        with self._reading("reading the run ledger") as conn:
+            row = conn.execute(
+                select(
+                    runs.c.run_id,
+                    runs.c.started_at,
+                    runs.c.status,
+                    runs.c.step,
+                    runs.c.fingerprint,
+                    runs.c.attempts,
+                )
+                .order_by(runs.c.seq.desc())
+                .limit(1)
+            ).first()
+        if row is None or row.status == RunStatus.SUCCEEDED:
+            return None
+        return {
+            "run_id": row.run_id,
+            "started_at": _utc(row.started_at),
+            "status": row.status,
+            "step": row.step,
+            "fingerprint": row.fingerprint,
+            "attempts": int(row.attempts),
+        }
+
+    def resume_run(self, run_id: str) -> int:
+        """Set an unfinished run `running` again for one more attempt; returns the attempt
+        number. StoreError if it is not the ledger's latest run or it succeeded."""
+        checks.token(run_id, "run_id")
+        with self._writing("resuming a run") as conn:
+            latest = conn.execute(
+                select(runs.c.run_id, runs.c.status, runs.c.attempts)
+                .order_by(runs.c.seq.desc())
+                .limit(1)
+            ).first()
+            if latest is None or latest.run_id != run_id:
+                raise StoreError(f"run {run_id} is not the latest run of the ledger")
+            if latest.status == RunStatus.SUCCEEDED:
+                raise StoreError(f"run {run_id} has already succeeded")
+            attempts = int(latest.attempts) + 1
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=RunStatus.RUNNING.value, finished_at=None, attempts=attempts)
+            )
+            return attempts
+
+    def mark_step(self, run_id: str, step: str) -> None:
+        """Record that a running run reached `step` (a RunStep)."""
+        checks.token(run_id, "run_id")
+        reached = RunStep(step)
+        with self._writing("recording a run step") as conn:
+            self._require_running(conn, run_id)
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(step=reached.value))
 
     def finish_run(
         self, run_id: str, status: str, summary: Mapping[str, Any], finished_at: datetime
@@ -215,15 +303,17 @@ class StateStore:
 
     def runs(self) -> pd.DataFrame:
         """The run ledger ordered by `seq`: run_id, seq, started_at, finished_at (UTC),
-        status, config_hash, summary (JSON text, None while running)."""
+        status, config_hash, summary (JSON text, None while running), step, fingerprint,
+        attempts."""
         with self._reading("reading the run ledger") as conn:
             rows = conn.execute(select(*(runs.c[c] for c in RUN_COLUMNS)).order_by(runs.c.seq))
             frame = pd.DataFrame(rows.all(), columns=list(RUN_COLUMNS))
         for column in ("started_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
         frame["seq"] = frame["seq"].astype("int64")
-        for column in ("run_id", "status", "config_hash", "summary"):
+        for column in ("run_id", "status", "config_hash", "summary", "step", "fingerprint"):
             frame[column] = frame[column].astype("str")
+        frame["attempts"] = frame["attempts"].astype("int64")
         return frame
 
     def load_identifiers(self) -> pd.DataFrame:
@@ -279,6 +369,11 @@ class StateStore:
         with self._writing("saving identities") as conn:
             self._require_running(conn, run_id)
             night.save(conn, self.backend, run_id)
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(step=RunStep.IDENTITY_SAVED.value)
+            )
 
     # consent records, suppression list, erasure
 
@@ -301,6 +396,14 @@ class StateStore:
             if run_id is not None:
                 self._require_running(conn, run_id)
             return subjects.save_consents(conn, self.backend, batch, run_id)
+
+    def consents_first_seen(self, run_id: str) -> int:
+        """How many stored consent records `run_id` added (the same however often the run was
+        attempted: a resumed run finds its first attempt's records already there)."""
+        checks.token(run_id, "run_id")
+        query = select(func.count()).where(consent_records.c.first_seen_run == run_id)
+        with self._reading("counting consent records") as conn:
+            return int(conn.execute(query).scalar_one())
 
     def load_consents(self) -> pd.DataFrame:
         """Every consent record (unordered): the columns of `save_consents` and first_seen_run;

@@ -78,14 +78,14 @@ def _night(shop: Path, where: Path, performance: dict[str, Any], **runner: Any) 
 @pytest.fixture(scope="module")
 def outcomes(shop: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     small: dict[str, Any] = {"chunk_rows": 700, "partition_profiles": 150}
-    runs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-        "threads": ({**small, "runner": "threads"}, {}),
-        "processes": ({**small, "runner": "processes", "workers": 2}, {}),
-        "dask-local": (small, {"runner": "dask-local", "workers": 2}),  # as the CLI flags
+    runs: dict[str, dict[str, Any]] = {  # as `enrich run --runner ... --workers ...` passes them
+        "threads": {"runner": "threads"},
+        "processes": {"runner": "processes", "workers": 2},
+        "dask-local": {"runner": "dask-local", "workers": 2},
     }
     return {
-        name: _night(shop, tmp_path_factory.mktemp(name), performance, **flags)
-        for name, (performance, flags) in runs.items()
+        name: _night(shop, tmp_path_factory.mktemp(name), small, **flags)
+        for name, flags in runs.items()
     }
 
 
