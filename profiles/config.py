@@ -71,9 +71,12 @@ class SourceConfig(_Model):
     @classmethod
     def _encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}") from None
+        # base64, rot13, zlib, idna... are codecs too, but they do not turn bytes into text
+        if not getattr(info, "_is_text_encoding", True) or info.name == "idna":
+            raise ValueError(f"{value!r} is not a text encoding")
         return value
 
     @field_validator("default_region")

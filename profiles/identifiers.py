@@ -5,10 +5,15 @@ Per value (the `check_*` functions; the stage and the row-wise reference both us
 * Values are stripped (`str.strip`) and NFC-normalised; an empty value is missing and gets no
   reason code. A value equal (casefold) to a token in `placeholders.values` is a placeholder.
 * email: `email_validator.validate_email(v, check_deliverability=False)`; failure is
-  EMAIL_SYNTAX. The key form is the validator's normalised address, lower-cased; listed
-  addresses, local parts and domains are EMAIL_PLACEHOLDER. With `check_deliverability` the
-  stage asks a `DeliverabilityChecker` once per domain per run: only a definite "this domain
-  accepts no mail" is EMAIL_UNDELIVERABLE; timeouts and unknown answers are accepted.
+  EMAIL_SYNTAX (it refuses bidi controls and zero-width characters). The key form is the
+  validator's normalised address, lower-cased (an IDN domain in punycode is written in
+  Unicode, so both spellings have one pseudonym). A key form whose local part or a domain
+  label mixes scripts or holds compatibility characters, a homoglyph spoof such as
+  `ann@example.com` with a Cyrillic a (U+0430), is EMAIL_MIXED_SCRIPT (`mixed_script`).
+  Listed addresses, local parts and domains are EMAIL_PLACEHOLDER. With
+  `check_deliverability` the stage asks a `DeliverabilityChecker` once per domain per run:
+  only a definite "this domain accepts no mail" is EMAIL_UNDELIVERABLE; timeouts and unknown
+  answers are accepted.
 * phone: six or more digits with fewer than `phone_min_distinct_digits` distinct ones
   (000000) are PHONE_PLACEHOLDER, whatever the region. "00..." is read as "+...". The region
   is the row's normalised country, else the source's `default_region`; "+..." is parsed
@@ -80,7 +85,7 @@ import numpy.typing as npt
 import pandas as pd
 import phonenumbers
 import pyarrow as pa
-from email_validator import EmailNotValidError, validate_email
+from email_validator import validate_email
 from email_validator.deliverability import validate_email_deliverability
 from email_validator.exceptions import EmailUndeliverableError
 from email_validator.rfc_constants import EMAIL_MAX_LENGTH
@@ -208,6 +213,8 @@ def check_email(raw: str, config: IdentifierConfig) -> Checked:
     key = email_key(value)
     if key is None:
         return None, ReasonCode.EMAIL_SYNTAX
+    if mixed_script(key):
+        return None, ReasonCode.EMAIL_MIXED_SCRIPT
     local, _, domain = key.rpartition("@")
     # the placeholder lists are stored casefolded; casefold equals lower for ASCII addresses
     if (
@@ -233,14 +240,18 @@ def email_key(value: str) -> str | None:
     the address, with the domain as written, normalised and in IDNA ASCII, is at most
     `EMAIL_MAX_LENGTH` UTF-8 bytes; its normalised form is the local part, "@" and the
     normalised domain. Any other address goes to the validator as a whole.
+
+    A value longer than `EMAIL_MAX_LENGTH` characters is invalid without asking: the validator
+    checks the address as given (which is all of a valid one) against that many UTF-8 bytes,
+    but only after reading it character by character, seconds for a 10 MB field.
     """
+    if len(value) > EMAIL_MAX_LENGTH:
+        return None
     simple = _SIMPLE_EMAIL.fullmatch(value)
     if simple is None:
         try:
             return str(validate_email(value, check_deliverability=False).normalized).lower()
-        except EmailNotValidError:
-            return None
-        except Exception:  # a validator bug on odd input is a bad value too, not a failed run
+        except Exception:  # EmailNotValidError, or a validator bug on odd input: a bad value
             return None
     local, domain = simple.groups()
     forms = _domain_forms(domain)
@@ -251,6 +262,81 @@ def email_key(value: str) -> str | None:
         if len(address.encode()) > EMAIL_MAX_LENGTH:
             return None
     return normalised.lower()
+
+
+_SCRIPT_SETS = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+"""Scripts one label may mix (Unicode TS #39, level "highly restrictive"): Japanese, Chinese
+and Korean are written in several, and with Latin."""
+_SCRIPT_ALIASES = {
+    "CJK": "HAN",
+    "IDEOGRAPHIC": "HAN",
+    "HENTAIGANA": "HIRAGANA",
+    "TURNED": "LATIN",
+    "ROMAN": "LATIN",
+    "OLD CHINESE": "HAN",
+}
+"""Letter names' first words that name another script (turned F, reversed C: Latin)."""
+_TWO_WORD_SCRIPTS = ("OLD ", "TAI ", "LINEAR ", "INSCRIPTIONAL ", "MEROITIC ")
+"""First words several scripts' names share: Old Italic, Old Persian, Tai Le, Tai Tham, ..."""
+_COMMON_LETTERS = frozenset({"MODIFIER", "VEDIC", "VERTICAL", "CARON", "MASU", "KATAKANA-HIRAGANA"})
+"""First words of the names of letters used with several scripts (script Common): the
+modifier letters (apostrophe U+02BC, stress mark U+02C8), the Japanese length mark U+30FC,
+Vedic signs."""
+
+
+def mixed_script(address: str) -> bool:
+    """Whether a normalised address is a spoof: its local part or a domain label mixes scripts
+    or holds compatibility characters (Unicode TS #39, section 5).
+
+    A label is fine if its letters are of one script, or of Latin, Han and Japanese kana, or
+    Latin, Han and Bopomofo, or Latin, Han and Hangul (restriction level "highly
+    restrictive", the one browsers build their IDN display rules on), and it is NFKC-stable
+    (TS #39 allows no character that NFKC changes in an identifier: mathematical bold a
+    U+1D41A, fullwidth j U+FF4A, superscript two, the fi ligature). Digits, punctuation and
+    marks have no script here, so `user-1.name` is Latin. A wholly Cyrillic, Greek or CJK
+    address is fine, as is a Latin local part at a Cyrillic domain (each domain label is
+    checked on its own). An ASCII address never is a spoof; one written with a punycode
+    domain is checked as the Unicode domain it normalises to (`ann@xn--pypal-4ve.com` is
+    `ann@paypal.com` with a Cyrillic a, not ASCII any more).
+
+    A letter's script is taken, with the standard library alone, from its Unicode name: the
+    first word ("CYRILLIC SMALL LETTER A"), or the first two where scripts' names share one
+    ("OLD ITALIC", "TAI LE"), with `_SCRIPT_ALIASES` and `_COMMON_LETTERS`. That is the Unicode
+    Script property for every NFKC-stable letter of every script (tested against it), but
+    for five letters counted as Common (four Latin modifier letters, a vertical Han
+    iteration mark), three Common ones counted as the script they are used with (Arabic
+    tatweel), and letters without a name in Python 3.11 (Tangut), one script of their own.
+    """
+    if address.isascii():
+        return False
+    local, _, domain = address.rpartition("@")
+    return not all(map(_single_script, (local, *domain.split("."))))
+
+
+def _single_script(label: str) -> bool:
+    if label.isascii():
+        return True
+    label = unicodedata.normalize("NFC", label)  # compatibility characters are what NFKC adds
+    if not unicodedata.is_normalized("NFKC", label):
+        return False
+    scripts = set(filter(None, map(_script, label)))
+    return len(scripts) <= 1 or any(scripts <= allowed for allowed in _SCRIPT_SETS)
+
+
+@lru_cache(maxsize=1 << 12)
+def _script(char: str) -> str | None:
+    """The script of a letter (see `mixed_script`); None for anything else and for letters
+    used with several scripts."""
+    if not unicodedata.category(char).startswith("L"):
+        return None
+    name = unicodedata.name(char, "?")
+    words = name.split(maxsplit=2)
+    word = " ".join(words[:2]) if name.startswith(_TWO_WORD_SCRIPTS) else words[0]
+    return None if word in _COMMON_LETTERS else _SCRIPT_ALIASES.get(word, word)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -1,9 +1,13 @@
 """Read source files (CSV or Parquet) in chunks, mapped to canonical fields, with line numbers.
 
 A CSV record that cannot be read as a row (wrong number of fields, bytes that are not valid in
-the declared encoding) is not an error: it comes back in `SourceChunk.unparseable` with its
-line number so the flow can quarantine it as ROW_UNPARSEABLE. Only a file that cannot be read
-at all (missing, no header, mapped columns absent) raises SourceError.
+the declared encoding, a NUL byte, a quoted field that is never closed) is not an error: it
+comes back in `SourceChunk.unparseable` with its line number and a `detail` that names the
+problem, never a value, so the flow can quarantine it as ROW_UNPARSEABLE; the records around it
+are read as usual. Only a file that cannot be read at all (missing, empty, an encoding that
+cannot read it, a header that is undecodable, holds a NUL byte or never closes a quote, mapped
+columns absent or repeated; a Parquet file that is damaged) raises SourceError, whose message
+names the source, the file and what is wrong, and never a field's value.
 
 `read_source` reads a source from start to end. `plan_chunks` cuts it into `ChunkSpec`s at
 record boundaries and `read_chunk` reads one of them on its own (in any order, in any
@@ -13,18 +17,20 @@ CSV records with one reader, `_csv_chunks`.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import contextlib
 import csv
 import io
 import json
 import mmap
+import operator
 import re
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress, islice, repeat, tee
+from itertools import chain, compress, islice, repeat, tee
 from typing import Any, TextIO
 
 import numpy as np
@@ -41,8 +47,23 @@ from profiles.types import TEXT_DTYPE
 LINE = "line"
 """Column holding the 1-based line (CSV) or row (Parquet) number of each record."""
 
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNDECODABLE = re.compile("[\udc00-\udcff]")
+"""A character standing for an undecodable byte (`_decode_errors`); decoded text has none."""
+_ESCAPE_ALL = "profiles.ingest.escape_all"
+"""Decode error handler: each undecodable byte b becomes the lone surrogate U+DC00 + b."""
+_NUL = "\x00"
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def _escape_all(exc: UnicodeError) -> tuple[str, int]:
+    """`surrogateescape` for any byte: that one escapes bytes >= 0x80 only and raises for the
+    rest, which UTF-16 and UTF-32 report (a file cut short, a lone surrogate)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "".join(chr(0xDC00 + b) for b in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error(_ESCAPE_ALL, _escape_all)
 
 _BATCH = 256
 """Records taken from the csv module per call. The per-record checks run per batch, in C; and a
@@ -108,7 +129,30 @@ def _text_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
-def _mapped_indices(source: SourceConfig, header: list[str]) -> dict[str, int]:
+def _decode_errors(encoding: str) -> str:
+    """The decode error handler for `encoding`: bytes it cannot decode become lone surrogates.
+
+    `surrogateescape` (run in C, fast on a file full of bad bytes) where every byte the codec
+    can fail on is >= 0x80, which it escapes: UTF-8, ASCII, Latin-1 and code pages that decode
+    ASCII as ASCII. `_escape_all` for the rest (UTF-16, UTF-32, the CJK codecs).
+    """
+    info = codecs.lookup(encoding)
+    if info.name in ("utf-8", "utf-8-sig", "ascii", "iso8859-1"):
+        return "surrogateescape"
+    table = _charmap_table(info)
+    ascii_safe = table is not None and table[:128] == "".join(map(chr, range(128)))
+    return "surrogateescape" if ascii_safe else _ESCAPE_ALL
+
+
+def _charmap_table(info: codecs.CodecInfo) -> str | None:
+    """A single-byte code page's 256-entry decoding table (stdlib charmap codecs), else None."""
+    module = sys.modules.get(getattr(info.incrementaldecoder, "__module__", ""))
+    table = getattr(module, "decoding_table", None)
+    return table if isinstance(table, str) and len(table) == 256 else None
+
+
+def _mapped_indices(source: SourceConfig, header: list[str], line: int = 1) -> dict[str, int]:
+    """Position of each mapped field's column in `header` (starting at `line`), or SourceError."""
     positions: dict[str, int] = {}
     seen: dict[str, list[int]] = {}
     for i, name in enumerate(header):
@@ -121,17 +165,43 @@ def _mapped_indices(source: SourceConfig, header: list[str]) -> dict[str, int]:
     ]
     if repeated:
         raise SourceError(
-            f"source {source.name}: {source.path}: header line 1: mapped column(s) "
+            f"source {source.name}: {source.path}: header line {line}: mapped column(s) "
             f"{', '.join(repeated)} appear more than once; which one is meant is ambiguous"
         )
     missing = [col for col in source.columns.values() if col not in positions]
     if missing:
-        found = ", ".join(repr(h) for h in header) or "(none)"
         raise SourceError(
             f"source {source.name}: {source.path}: mapped column(s) "
-            f"{', '.join(repr(m) for m in missing)} not in the header; found {found}"
+            f"{', '.join(repr(m) for m in missing)} not in the header; found {_listing(header)}"
         )
     return {str(field): positions[col] for field, col in source.columns.items()}
+
+
+_RECORD_LIKE = re.compile(r"@|\d{5}")
+"""A header name with an @-sign or five digits in a row may be a record's email, phone or id."""
+_LISTED_NAMES = 30
+_LISTED_CHARS = 40
+
+
+def _listing(header: list[str]) -> str:
+    """A header's names for an error message, at most `_LISTED_NAMES` of `_LISTED_CHARS`.
+
+    A file without a header has its first record read as the header: if any name may be a
+    value (`_RECORD_LIKE`), none is shown, only how many there are.
+    """
+    if not header:
+        return "(none)"
+    if any(map(_RECORD_LIKE.search, header)):
+        return (
+            f"{len(header)} name(s) that look like a record's values (not shown): "
+            "does the file have a header row?"
+        )
+    names = [
+        repr(h if len(h) <= _LISTED_CHARS else f"{h[:_LISTED_CHARS]}...")
+        for h in header[:_LISTED_NAMES]
+    ]
+    more = f", ... ({len(header)} in all)" if len(header) > _LISTED_NAMES else ""
+    return ", ".join(names) + more
 
 
 def _require_file(source: SourceConfig) -> None:
@@ -171,8 +241,8 @@ def plan_chunks(source: SourceConfig, chunk_rows: int) -> list[ChunkSpec]:
     counting there. A record longer than `csv.field_size_limit()` bytes, where the csv module
     may cut a field short, is read with the csv module the same way. Line breaks are CRLF, LF
     or a lone CR, as text opened with newline="" splits them; blank lines belong to the chunk
-    they are in and count as lines, not records; a UTF-8 byte-order mark is part of the
-    header's line, which belongs to no chunk.
+    they are in and count as lines, not records; a UTF-8 byte-order mark and blank lines
+    before the header are part of the header's lines, which belong to no chunk.
 
     Byte offsets are used only where the encoding decodes the quote, the delimiter, CR and LF
     from single bytes that mean nothing else and decodes any run of whole lines as the whole
@@ -223,7 +293,7 @@ def read_chunk(source: SourceConfig, spec: ChunkSpec) -> SourceChunk:
         parquet, by_column = _open_parquet(source)
         return _parquet_chunk(
             source.name,
-            _parquet_rows(parquet, by_column, spec.start, spec.end),
+            _parquet_rows(source, parquet, by_column, spec.start, spec.end),
             by_column,
             spec.first_line,
         )
@@ -290,6 +360,23 @@ class _ChunkBuilder:
     def __bool__(self) -> bool:
         return bool(self.readable or self.bad_lines)
 
+    def cut(self, rows: int) -> tuple[SourceChunk, _ChunkBuilder]:
+        """The chunk of the first `rows` readable rows (1 to all those held) and the unparseable
+        records before the last of them, and a builder holding the records after it."""
+        rest = _ChunkBuilder(self.source, self.mapped)
+        lines = np.concatenate(self.lines)
+        self.lines, rest.lines = [lines[:rows]], [lines[rows:]]
+        for name, values in self.columns.items():
+            rest.columns[name] = values[rows:]
+            del values[rows:]
+        self.readable, rest.readable = rows, self.readable - rows
+        after = bisect.bisect_right(self.bad_lines, int(lines[rows - 1]))
+        rest.bad_lines = self.bad_lines[after:]
+        rest.bad_details = self.bad_details[after:]
+        rest.bad_raw = self.bad_raw[after:]
+        del self.bad_lines[after:], self.bad_details[after:], self.bad_raw[after:]
+        return self.build(), rest
+
     def build(self) -> SourceChunk:
         lines = np.concatenate(self.lines) if self.lines else np.empty(0, dtype=np.int64)
         data: dict[str, object] = {LINE: pd.Series(lines, dtype="int64")}
@@ -311,30 +398,75 @@ class _ChunkBuilder:
 
 def _open_csv(source: SourceConfig) -> tuple[TextIO, Any, dict[str, int], int]:
     """Open a CSV source; return the file, a csv reader past the header, mapping and width."""
-    fh = source.path.open(
-        encoding=_text_encoding(source.encoding), errors="surrogateescape", newline=""
-    )
-    reader = csv.reader(fh, delimiter=source.delimiter, strict=False)
+    where = f"source {source.name}: {source.path}"
     try:
-        header = next(reader)
-    except StopIteration:
-        fh.close()
-        raise SourceError(f"source {source.name}: {source.path} is empty (no header row)") from None
-    except csv.Error as exc:
-        fh.close()
-        raise SourceError(f"source {source.name}: {source.path}: header: {exc}") from None
-    if _UNDECODABLE.search("".join(header)):
-        fh.close()
-        raise SourceError(
-            f"source {source.name}: {source.path}: header is not valid {source.encoding}; "
-            "check the source's `encoding`"
+        fh = source.path.open(
+            encoding=_text_encoding(source.encoding),
+            errors=_decode_errors(source.encoding),
+            newline="",
         )
+    except LookupError:  # a codec from bytes to bytes or text to text (base64, rot13)
+        raise SourceError(
+            f"{where}: encoding {source.encoding!r} does not decode text; "
+            "check the source's `encoding`"
+        ) from None
+    except OSError as exc:
+        raise SourceError(f"{where} cannot be opened ({type(exc).__name__})") from None
     try:
-        mapped = _mapped_indices(source, header)
+        reader, header, line = _read_header(fh, source, where)
+        mapped = _mapped_indices(source, header, line)
     except SourceError:
         fh.close()
         raise
     return fh, reader, mapped, len(header)
+
+
+def _read_header(fh: TextIO, source: SourceConfig, where: str) -> tuple[Any, list[str], int]:
+    """A csv reader past the header, the header and its first line; blank lines before it are
+    skipped (the reader counts them)."""
+    ended: list[bool] = []
+    reader = csv.reader(chain(fh, _end_marker(ended)), delimiter=source.delimiter, strict=False)
+    try:
+        header: list[str] = next(filter(None, reader))  # blank lines are [], skipped in C
+    except StopIteration:
+        raise SourceError(f"{where} is empty (no header row)") from None
+    except csv.Error as exc:
+        raise SourceError(f"{where}: header: {exc}") from None
+    except UnicodeError:  # a codec that takes no error handler (idna)
+        raise SourceError(
+            f"{where}: encoding {source.encoding!r} cannot read a file; "
+            "check the source's `encoding`"
+        ) from None
+    # the header's first line: line breaks inside its quoted names are lines of it too
+    line = reader.line_num - sum(map(_line_breaks, header))
+    if _UNDECODABLE.search("".join(header)):
+        raise SourceError(
+            f"{where}: header is not valid {source.encoding}; check the source's `encoding`"
+        )
+    nul = next((i for i, name in enumerate(header, 1) if _NUL in name), None)
+    if nul is not None:
+        raise SourceError(
+            f"{where}: header line {line}, column {nul} holds a NUL byte: the file is binary "
+            f"or not in {source.encoding} (UTF-16?); check the source's `encoding`"
+        )
+    if ended:  # the csv module read to the end of the file for the rest of the header
+        line += header[-1].endswith(("\n", "\r"))  # the file's last break is in the field
+        raise SourceError(
+            f"{where}: header line {line}: a quoted field is never closed "
+            "(the header runs to the end of the file)"
+        )
+    return reader, header, line
+
+
+def _line_breaks(text: str) -> int:
+    """Line breaks (CRLF, CR or LF) in a field."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _end_marker(ended: list[bool]) -> Iterator[str]:
+    """No lines; chained after some, notes in `ended` that they ran out."""
+    ended.append(True)
+    yield from ()
 
 
 def _csv_chunks(
@@ -350,25 +482,30 @@ def _csv_chunks(
 
     Yields chunks of `chunk_rows` readable rows (the last may have fewer), or with
     `chunk_rows=None` one chunk of everything (none if there is nothing). Records are taken
-    from the csv module in batches; a batch ends where a chunk must end, so a chunk ends right
-    after its last readable row as if records were read one by one. A `csv.Error` (it ends
+    from the csv module in batches, and a chunk is cut from what they hold right after its
+    last readable row, as if records were read one by one; a batch never shrinks to what a
+    chunk lacks, which would read a run of blank lines one line per batch. A `csv.Error` (it ends
     the record at its line; the reader goes on at the next) loses the batch it happened in, so
     the lines of the current batch are kept (`tee`) and the batch is read again record by
     record.
+
+    A quote that opens a field which is never closed makes the csv module read the rest of
+    the input as that field. Such a quote is far more often a stray one (`"Ann,...`, a file
+    cut short) than a field that really holds the rest of the file, so the record is
+    unparseable as the one line it starts on, and reading goes on at the next line (`_UNCLOSED`;
+    only the last record of the input can be one, and the lines after its quote hold no quote
+    that could open another).
     """
     chunk = _ChunkBuilder(source.name, mapped)
-    feed, replay = tee(lines)
+    ended: list[bool] = []
+    feed, replay = tee(chain(lines, _end_marker(ended)))
     reader = csv.reader(feed, delimiter=source.delimiter, strict=False)
     line = first_line  # the number of the line the next record starts at
     read = 0  # reader.line_num at that line
     one_by_one = False
     while True:
-        size = 1 if one_by_one else _BATCH
-        if chunk_rows is not None:
-            # at most one readable row too few per record: never past the end of the chunk
-            size = min(size, chunk_rows - chunk.readable)
         try:
-            records = list(islice(reader, size))
+            records = list(islice(reader, 1 if one_by_one else _BATCH))
         except csv.Error as exc:
             if not one_by_one:
                 feed, replay = tee(replay)
@@ -384,18 +521,56 @@ def _csv_chunks(
             if not records:
                 break
             consumed = reader.line_num - read
-            # the batch's lines as read: one string to look for undecodable bytes in
-            text = "".join(islice(replay, consumed))
-            undecodable = not text.isascii() and _UNDECODABLE.search(text) is not None
-            lines = _record_lines(records, line, consumed)
-            _add_records(chunk, records, lines, width, source, undecodable=undecodable)
+            batch = list(islice(replay, consumed))  # the batch's lines as read
+            starts = _record_lines(records, line, consumed)
+            opened = _opened_at(records, starts, batch, line, source.delimiter) if ended else None
+            if opened is not None:
+                records, starts = records[:-1], starts[:-1]
+            _add_records(chunk, records, starts, width, source, text="".join(batch))
+            if opened is not None:
+                rest = batch[opened - line :]
+                fields = next(csv.reader(rest[:1], delimiter=source.delimiter, strict=False))
+                chunk.add_bad(opened, _UNCLOSED, fields)
+                ended.clear()
+                feed, replay = tee(chain(rest[1:], _end_marker(ended)))
+                reader = csv.reader(feed, delimiter=source.delimiter, strict=False)
+                line, read, consumed = opened + 1, 0, 0
         line += consumed
         read += consumed
-        if chunk_rows is not None and chunk.readable >= chunk_rows:
-            yield chunk.build()
-            chunk = _ChunkBuilder(source.name, mapped)
+        while chunk_rows is not None and chunk.readable >= chunk_rows:
+            done, chunk = chunk.cut(chunk_rows)
+            yield done
     if chunk:
         yield chunk.build()
+
+
+_UNCLOSED = "CSV syntax: a quoted field is never closed (the next line is read as a new record)"
+
+
+def _opened_at(
+    records: list[list[str]],
+    starts: npt.NDArray[np.int64],
+    batch: list[str],
+    line: int,
+    delimiter: str,
+) -> int | None:
+    """The line of the last of `records` (read from `batch`, from `line` on, to the end of the
+    input) if it ends inside a quoted field, else None."""
+    last = int(starts[-1])
+    return last if records[-1] and _ends_in_quotes(batch[last - line :], delimiter) else None
+
+
+def _ends_in_quotes(lines: Sequence[str], delimiter: str) -> bool:
+    """Whether the record read from `lines`, the input's last, ends inside a quoted field.
+
+    Read on with one more line break: a record that ended at the end of the input is followed
+    by a blank line of its own; inside quotes, the break is more of the field.
+    """
+    probe = csv.reader(chain(lines, ["\n"]), delimiter=delimiter, strict=False)
+    try:
+        return sum(1 for _ in probe) == 1
+    except csv.Error:  # the break made the open field longer than the field size limit
+        return True
 
 
 def _record_lines(records: list[list[str]], line: int, lines: int) -> npt.NDArray[np.int64]:
@@ -425,30 +600,41 @@ def _add_records(
     width: int,
     source: SourceConfig,
     *,
-    undecodable: bool,
+    text: str,
 ) -> None:
     """Sort a batch into readable and unparseable records; blank lines are no records.
 
-    `undecodable`: whether any of the records holds bytes not valid in the encoding.
+    `text`: the lines the records were read from, to find bytes not valid in the encoding
+    and NUL bytes in (text holds none: binary data, or UTF-16 read as a byte encoding).
     """
     n = len(records)
     counts = list(map(len, records))
-    if not undecodable and counts.count(width) == n:
+    undecodable = not text.isascii() and _UNDECODABLE.search(text) is not None
+    nul = _NUL in text
+    if not undecodable and not nul and counts.count(width) == n:
         chunk.add(records, lines)
         return
     fields = np.array(counts, dtype=np.intp)
     wrong = (fields != width) & (fields != 0)
+    joined = list(map("\x1f".join, records)) if undecodable or nul else []
     bad_bytes = np.zeros(n, dtype=bool)
     if undecodable:
-        found = map(_UNDECODABLE.search, map("\x1f".join, records))
+        found = map(_UNDECODABLE.search, joined)
         bad_bytes = np.fromiter(map(bool, found), dtype=bool, count=n) & ~wrong
-    for i in np.flatnonzero(wrong | bad_bytes).tolist():
+    has_nul = np.zeros(n, dtype=bool)
+    if nul:
+        found_nul = map(operator.contains, joined, repeat(_NUL))
+        has_nul = np.fromiter(found_nul, dtype=bool, count=n) & ~wrong & ~bad_bytes
+    for i in np.flatnonzero(wrong | bad_bytes | has_nul).tolist():
         if wrong[i]:
             detail = f"expected {width} fields, found {counts[i]}"
-        else:
+        elif bad_bytes[i]:
             detail = f"bytes not valid in encoding {source.encoding}"
+        else:
+            field = next(k for k, value in enumerate(records[i], 1) if _NUL in value)
+            detail = f"NUL byte in field {field}"
         chunk.add_bad(int(lines[i]), detail, records[i])
-    good = (fields == width) & ~bad_bytes
+    good = (fields == width) & ~bad_bytes & ~has_nul
     chunk.add(list(compress(records, good)), lines[good])
 
 
@@ -469,9 +655,8 @@ def _range_codec(source: SourceConfig) -> str | None:
     if info.name in ("ascii", "iso8859-1"):
         return info.name
     # a charmap codec (stdlib code pages) decodes byte by byte through a 256-entry table
-    module = sys.modules.get(getattr(info.incrementaldecoder, "__module__", ""))
-    table = getattr(module, "decoding_table", None)
-    if not isinstance(table, str) or len(table) != 256:
+    table = _charmap_table(info)
+    if table is None:
         return None
     unique = all(table[ord(ch)] == ch and table.count(ch) == 1 for ch in specials)
     return info.name if unique else None
@@ -481,7 +666,8 @@ def _plan_cuts(
     mm: mmap.mmap, source: SourceConfig, codec: str, header_lines: int, chunk_rows: int
 ) -> tuple[list[tuple[int, int]], int]:
     """Chunk starts (byte offset, line number) and the number of records in the file."""
-    header = list(islice(_LINE_BYTES.finditer(mm), header_lines))
+    # the header's last line (blank lines before it are lines of it here)
+    header = deque(islice(_LINE_BYTES.finditer(mm), header_lines), maxlen=1)
     start = header[-1].end() if header else 0
     scanner = _Scanner(mm, source, codec, start, header_lines + 1)
     cuts = [(start, header_lines + 1)]
@@ -644,13 +830,26 @@ def _open_parquet(source: SourceConfig) -> tuple[pq.ParquetFile, dict[str, str]]
             f"source {source.name}: {source.path} is not a readable Parquet file "
             f"({type(exc).__name__})"
         ) from None
-    names = list(parquet.schema_arrow.names)
-    mapped = _mapped_indices(source, names)
-    return parquet, {field: names[i] for field, i in mapped.items()}
+    schema = parquet.schema_arrow
+    mapped = _mapped_indices(source, list(schema.names))
+    for i in mapped.values():
+        column = schema.field(i)
+        try:
+            pc.cast(pa.nulls(0, column.type), pa.large_string())
+        except pa.ArrowException:  # lists, structs, maps: no one text value per row
+            raise SourceError(
+                f"source {source.name}: {source.path}: mapped column {column.name!r} is of "
+                f"type {column.type}, which has no text form"
+            ) from None
+    return parquet, {field: schema.names[i] for field, i in mapped.items()}
 
 
 def _parquet_rows(
-    parquet: pq.ParquetFile, by_column: dict[str, str], start: int, end: int
+    source: SourceConfig,
+    parquet: pq.ParquetFile,
+    by_column: dict[str, str],
+    start: int,
+    end: int,
 ) -> pa.Table:
     """Rows [start, end) of the mapped columns, reading only the row groups that hold them."""
     metadata = parquet.metadata
@@ -663,29 +862,79 @@ def _parquet_rows(
                 first = offset
             groups.append(i)
         offset += rows
-    table = parquet.read_row_groups(groups, columns=sorted(set(by_column.values())))
+    try:
+        table = parquet.read_row_groups(groups, columns=sorted(set(by_column.values())))
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(source, start + 1, end, exc) from None
     return table.slice(start - first, end - start)
+
+
+def _damaged(source: SourceConfig, first: int, last: int, exc: Exception) -> SourceError:
+    """The error for Parquet rows that cannot be read (a damaged page: the message names no
+    value, only the exception's class)."""
+    return SourceError(
+        f"source {source.name}: {source.path}: rows {first}-{last} cannot be read "
+        f"({type(exc).__name__}); the file is damaged"
+    )
 
 
 def _parquet_chunk(
     source: str, rows: pa.Table | pa.RecordBatch, by_column: dict[str, str], first_row: int
 ) -> SourceChunk:
-    data: dict[str, object] = {
-        LINE: pd.Series(np.arange(first_row, first_row + rows.num_rows, dtype=np.int64))
-    }
+    """A chunk of Parquet rows; a row whose binary column holds bytes that are not UTF-8 is
+    unparseable, like a CSV record with bytes not valid in its encoding."""
+    lines = np.arange(first_row, first_row + rows.num_rows, dtype=np.int64)
+    texts: dict[str, pa.Array] = {}
+    decoded: dict[str, list[str | None]] = {}
+    bad = np.zeros(rows.num_rows, dtype=bool)
     for field, column in by_column.items():
-        values = pc.fill_null(pc.cast(rows.column(column), pa.large_string()), "")
+        values = rows.column(column)
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        data[field] = pd.array(values, dtype=TEXT_DTYPE)
-    return SourceChunk(source=source, frame=pd.DataFrame(data), unparseable=_empty_unparseable())
+        try:
+            texts[field] = pc.fill_null(pc.cast(values, pa.large_string()), "")
+        except pa.ArrowInvalid:  # binary, not UTF-8 in some rows: read them as CSV is read
+            decoded[field] = [
+                v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
+                for v in values.to_pylist()
+            ]
+            wrong = [v is not None and _UNDECODABLE.search(v) is not None for v in decoded[field]]
+            bad |= np.array(wrong, dtype=bool)
+            kept = [None if w else v for v, w in zip(decoded[field], wrong, strict=True)]
+            texts[field] = pc.fill_null(pa.array(kept, type=pa.large_string()), "")
+    data: dict[str, object] = {LINE: pd.Series(lines)}
+    data.update({f: pd.array(texts[f], dtype=TEXT_DTYPE) for f in by_column})
+    frame = pd.DataFrame(data)
+    if not bad.any():
+        return SourceChunk(source=source, frame=frame, unparseable=_empty_unparseable())
+    rows_bad = np.flatnonzero(bad).tolist()
+    raw = [
+        json.dumps([decoded[f][i] if f in decoded else str(frame.at[i, f]) for f in by_column])
+        for i in rows_bad
+    ]
+    unparseable = pd.DataFrame(
+        {
+            LINE: pd.Series(lines[bad], dtype="int64"),
+            "detail": pd.Series(["bytes not valid in encoding utf-8"] * len(raw), dtype=str),
+            "raw": raw,
+        }
+    )
+    return SourceChunk(
+        source=source, frame=frame.loc[~bad].reset_index(drop=True), unparseable=unparseable
+    )
 
 
 def _read_parquet(source: SourceConfig, chunk_rows: int) -> Iterator[SourceChunk]:
     parquet, by_column = _open_parquet(source)
+    batches = parquet.iter_batches(batch_size=chunk_rows, columns=sorted(set(by_column.values())))
     first_row = 1
-    for batch in parquet.iter_batches(
-        batch_size=chunk_rows, columns=sorted(set(by_column.values()))
-    ):
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            last = min(first_row + chunk_rows - 1, parquet.metadata.num_rows)
+            raise _damaged(source, first_row, last, exc) from None
+        if batch is None:
+            return
         yield _parquet_chunk(source.name, batch, by_column, first_row)
         first_row += batch.num_rows

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -106,8 +107,21 @@ def rows_without_identifier(
     rejected = hit[[f"{f}_reason" for f in IDENTIFIER_FIELDS]].notna().any(axis=1)
     detail = ["every identifier was rejected" if r else "no identifier given" for r in rejected]
     raw_hit = raw.loc[mask].drop(columns=[LINE])
-    payloads = [json.dumps(rec, ensure_ascii=False) for rec in raw_hit.to_dict("records")]
     lines = hit[LINE].tolist()
+    # a row whose mapped fields are all blank (a spreadsheet's ",,,") holds nothing to keep:
+    # nothing is sealed for it (sealing a million of them cost seconds and kept nothing)
+    blank = (
+        raw_hit.apply(lambda column: column.astype(str).str.strip() == "").all(axis=1).to_numpy()
+        if len(raw_hit.columns)
+        else np.ones(len(raw_hit), dtype=bool)
+    )
+    sealed = np.full(len(lines), "", dtype=object)
+    if sealer is not None and not blank.all():
+        keep = np.flatnonzero(~blank)
+        payloads = [
+            json.dumps(rec, ensure_ascii=False) for rec in raw_hit.iloc[keep].to_dict("records")
+        ]
+        sealed[keep] = _seal_column(source, [lines[i] for i in keep], payloads, sealer)
     return pd.DataFrame(
         {
             "source": source,
@@ -116,7 +130,7 @@ def rows_without_identifier(
             "reason": hit["row_reason"].astype(str).to_list(),
             "field_reasons": reasons,
             "detail": detail,
-            "sealed": _seal_column(source, lines, payloads, sealer),
+            "sealed": sealed.tolist(),
         },
         columns=COLUMNS,
     )

@@ -82,6 +82,15 @@ class ReasonCode(StrEnum):
     """Why a field was rejected or a row quarantined. Rejections are data, never exceptions."""
 
     EMAIL_SYNTAX = "EMAIL_SYNTAX"
+    EMAIL_MIXED_SCRIPT = "EMAIL_MIXED_SCRIPT"
+    """A valid address whose local part or a domain label mixes scripts (`ann@example.com` with
+    a Cyrillic a, U+0430) or holds compatibility characters (a mathematical bold or fullwidth
+    letter, which NFKC folds to a plain one): a homoglyph made to pass for another address,
+    or a garbled one, never a mailbox of its own. Keyed as an identifier it would be a
+    distinct person who looks like the real one to every reviewer, so it is rejected like a
+    syntax error (the row still links through its other identifiers). Unicode TS #39's
+    mixed-script test, as browsers apply it to IDN labels; a wholly Cyrillic, Greek or CJK
+    address is valid."""
     EMAIL_PLACEHOLDER = "EMAIL_PLACEHOLDER"
     EMAIL_UNDELIVERABLE = "EMAIL_UNDELIVERABLE"
     PHONE_INVALID = "PHONE_INVALID"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from profiles.identifiers import (
     check_email,
     check_phone,
     email_key,
+    mixed_script,
     output_columns,
     process_rowwise,
     pseudonymise_values,
@@ -124,6 +126,135 @@ def _wait_for_workers(stage: IdentifierStage, count: int = 2) -> None:
 )
 def test_check_email(raw: str, expected: Checked) -> None:
     assert check_email(raw, CONFIG) == expected
+
+
+CYRILLIC_A = "\u0430"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # one script per local part and per domain label: a spoof mixes them
+        pytest.param(f"{CYRILLIC_A}nn@example.com", R.EMAIL_MIXED_SCRIPT, id="cyrillic-a"),
+        pytest.param(f"ann@ex{CYRILLIC_A}mple.com", R.EMAIL_MIXED_SCRIPT, id="cyrillic-domain"),
+        pytest.param("ann@xn--exmple-4nf.com", R.EMAIL_MIXED_SCRIPT, id="punycode-of-mixed"),
+        pytest.param("\u03b1lpha@example.com", R.EMAIL_MIXED_SCRIPT, id="greek-alpha"),
+        pytest.param(
+            "\u0438\u0432\u0430\u043d-a@example.ru", R.EMAIL_MIXED_SCRIPT, id="cyrillic-latin"
+        ),
+        # compatibility characters imitate other letters: never part of an address
+        pytest.param("\U0001d41ann@example.com", R.EMAIL_MIXED_SCRIPT, id="math-bold-a"),
+        pytest.param("\uff4a\uff4f\uff48\uff4e@example.com", R.EMAIL_MIXED_SCRIPT, id="fullwidth"),
+        pytest.param("\ufb01nn@example.com", R.EMAIL_MIXED_SCRIPT, id="fi-ligature"),
+        # the validator already refuses invisible and bidi controls
+        pytest.param("a\u202enn@example.com", R.EMAIL_SYNTAX, id="rtl-override"),
+        pytest.param("a\u200bnn@example.com", R.EMAIL_SYNTAX, id="zero-width-space"),
+        # wholly one script, or the mixes a language is written in, is an address
+        pytest.param(
+            "\u0438\u0432\u0430\u043d@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",
+            None,
+            id="cyrillic",
+        ),
+        pytest.param("ann@xn--e1afmkfd.xn--p1ai", None, id="latin-at-cyrillic-domain"),
+        pytest.param("\u03b4\u03bf\u03ba\u03b9\u03bc\u03ae@example.gr", None, id="greek"),
+        pytest.param("\u7530\u4e2d\u305f\u308d\u3046@\u4f8b\u3048.jp", None, id="han-hiragana"),
+        pytest.param("\u5c71\u7530taro@example.jp", None, id="han-latin"),
+        pytest.param("\uae40\ucca0\uc218kim@example.kr", None, id="hangul-latin"),
+        pytest.param("\u30bf\u30ed\u30fc@example.jp", None, id="katakana-length-mark"),
+        pytest.param("\u043c\u02bc\u044f\u0442\u0430@example.ua", None, id="modifier-apostrophe"),
+        pytest.param("s\u00f8ren.2\u00e9-x_y@example.dk", None, id="latin-digits-punctuation"),
+    ],
+)
+def test_mixed_script_addresses_are_rejected(raw: str, expected: R | None) -> None:
+    key, reason = check_email(raw, CONFIG)
+    assert reason == expected
+    assert (key is None) == (expected is not None)
+
+
+def test_an_ascii_address_is_checked_as_the_unicode_domain_it_normalises_to() -> None:
+    # the fast path (`email_key`) sees an ASCII address; its key form is not ASCII any more
+    assert email_key("ann@xn--pypal-4ve.com") == f"ann@p{CYRILLIC_A}ypal.com"
+    assert mixed_script(f"ann@p{CYRILLIC_A}ypal.com")
+    assert check_email("ann@xn--pypal-4ve.com", CONFIG) == (None, R.EMAIL_MIXED_SCRIPT)
+
+
+@given(address=st.text(st.characters(max_codepoint=127), max_size=40))
+def test_an_ascii_address_is_never_mixed_script(address: str) -> None:
+    assert not mixed_script(address)
+
+
+def test_an_idn_domain_has_one_pseudonym_in_punycode_and_in_unicode() -> None:
+    spellings = [
+        "ann@xn--e1afmkfd.xn--p1ai",
+        "ann@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",
+        "Ann@\u041f\u0420\u0418\u041c\u0415\u0420.\u0420\u0424",
+        " ann@XN--E1AFMKFD.XN--P1AI",
+    ]
+    frame = _frame(email=spellings)
+    with IdentifierStage(CONFIG, P, workers=1) as stage:
+        out = stage.process(frame, CRM)
+    expected = process_rowwise(frame, CRM, CONFIG, P)
+    pd.testing.assert_frame_equal(out, expected)
+    assert out["email_pseudonym"].notna().all()
+    assert out["email_pseudonym"].nunique() == 1
+
+
+def test_a_10_mb_value_is_checked_without_reading_it_character_by_character() -> None:
+    huge = "x" * 10_000_000
+    started = time.process_time()
+    assert email_key(huge) is None
+    assert email_key(huge + "@example.com") is None
+    assert check_email("a." * 5_000_000 + "@example.com", CONFIG) == (None, R.EMAIL_SYNTAX)
+    assert time.process_time() - started < 1  # the validator takes 2 to 5 s for each
+
+
+# a letter of each script addresses are written in, and the mixes Unicode TS #39 allows
+SCRIPT_LETTERS = {
+    "Latin": "a",
+    "Greek": "\u03b1",
+    "Cyrillic": "\u0430",
+    "Armenian": "\u0561",
+    "Hebrew": "\u05d0",
+    "Arabic": "\u0627",
+    "Devanagari": "\u0915",
+    "Bengali": "\u0995",
+    "Tamil": "\u0b95",
+    "Thai": "\u0e01",
+    "Georgian": "\u10d0",
+    "Ethiopic": "\u1200",
+    "Hangul": "\uac00",
+    "Hiragana": "\u3042",
+    "Katakana": "\u30a2",
+    "Bopomofo": "\u3105",
+    "Han": "\u4e2d",
+}
+ALLOWED_MIXES = [
+    {"Latin", "Han", "Hiragana", "Katakana"},
+    {"Latin", "Han", "Bopomofo"},
+    {"Latin", "Han", "Hangul"},
+]
+
+
+def test_letter_scripts_match_the_unicode_script_property() -> None:
+    """`mixed_script` takes a letter's script from its Unicode name: check it against the
+    Script property (the `regex` package knows it) over every letter of these scripts."""
+    regex = pytest.importorskip("regex")
+    letters = "".join(
+        ch
+        for ch in map(chr, range(0x30000))
+        if unicodedata.category(ch).startswith("L") and unicodedata.normalize("NFKC", ch) == ch
+    )
+    for script, letter in SCRIPT_LETTERS.items():
+        found = regex.findall(rf"\p{{Script={script}}}", letters)
+        assert len(found) > 10, script
+        # every letter of a script goes with the script's own letters ...
+        assert [ch for ch in found if mixed_script(f"{letter}{ch}@example.com")] == [], script
+        if script in ("Cyrillic", "Greek"):  # ... and none of these with a Latin one
+            assert all(mixed_script(f"a{ch}@example.com") for ch in found), script
+    # ... and not with another script's, but for the mixes TS #39 allows
+    for (one, a), (other, b) in itertools.combinations(SCRIPT_LETTERS.items(), 2):
+        allowed = any({one, other} <= mix for mix in ALLOWED_MIXES)
+        assert mixed_script(f"x@{a}{b}.example") != allowed, (one, other)
 
 
 def test_configured_email_placeholders_apply() -> None:
@@ -435,6 +566,7 @@ _EMAILS = [
     *("a@example.com", " A@example.com", "a@example.com ", "B@Example.org", "bad@", "n/a"),
     *("noreply@x.dk", "søren@exämple.dk", unicodedata.normalize("NFD", "søren@exämple.dk")),
     *("", "  ", "x@test.com", "jo@email.invalid"),
+    *("\u0430@example.com", "a@xn--pypal-4ve.com", "a@xn--e1afmkfd.xn--p1ai", "a@пример.рф"),
 ]
 _PHONES = [
     *("20 12 34 56", "20123456", "+45 20 12 34 56", "0045 20123456", "070-123 45 67"),

@@ -18,8 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profiles import ingest
-from profiles.config import SourceConfig
+from profiles.accounting import SourceCounts
+from profiles.config import IdentifierConfig, SourceConfig
 from profiles.errors import SourceError
+from profiles.hashing import Key, Pseudonymiser
+from profiles.identifiers import IdentifierStage
 from profiles.ingest import (
     ChunkSpec,
     SourceChunk,
@@ -108,6 +111,16 @@ def test_chunking_does_not_change_what_is_read(tmp_path: Path, chunk_rows: int) 
     assert bad["line"].tolist() == [9]
 
 
+def test_a_chunk_ends_right_after_its_last_readable_row(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    rows = ["a,b@example.com,1\n"] * 2 + ["short\n"] + ["\n"] * 600 + ["c,d@example.com,2\n"] * 3
+    path.write_text("Name,E-mail,Phone\n" + "".join(rows), encoding="utf-8")
+    chunks = list(read_source(_source(path), 2))
+    assert [c.frame["line"].tolist() for c in chunks] == [[2, 3], [605, 606], [607]]
+    # the unparseable record after a full chunk's last row opens the next chunk
+    assert [c.unparseable["line"].tolist() for c in chunks] == [[], [4], []]
+
+
 def test_count_records_is_an_upper_bound_for_progress(tmp_path: Path) -> None:
     path = tmp_path / "crm.csv"
     path.write_text("Name,E-mail,Phone\na,b,c\nd,e,f", encoding="utf-8")
@@ -160,6 +173,26 @@ def test_parquet_source_casts_to_text_and_numbers_rows(tmp_path: Path) -> None:
     assert count_records(source) == 3
 
 
+@pytest.fixture(scope="module")
+def stage() -> Iterator[IdentifierStage]:
+    """An in-process identifier stage for the module's tests."""
+    key = Key.from_secret(b"\x03" * 32)
+    with IdentifierStage(IdentifierConfig(), Pseudonymiser(key), workers=1) as one:
+        yield one
+
+
+def _accounted(source: SourceConfig, chunks: list[SourceChunk], stage: IdentifierStage) -> int:
+    """Run the chunks through the identifier stage and the accounting, as the flow does;
+    return rows_in. The accounting balances (or AccountingError)."""
+    counts = SourceCounts(source=source.name, file=source.path.name)
+    for chunk in chunks:
+        counts.add_identified(stage.process(chunk.frame, source))
+        counts.add_unparseable(len(chunk.unparseable))
+    counts.check()
+    assert counts.rows_in == counts.rows_accepted + counts.rows_quarantined
+    return counts.rows_in
+
+
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -167,19 +200,23 @@ def test_parquet_source_casts_to_text_and_numbers_rows(tmp_path: Path) -> None:
     body=st.binary(max_size=400)
     | st.lists(
         st.sampled_from(
-            [b"a", b",", b'"', b"\n", b"\r", b"\r\n", b"\x00", b"\xff", b"\xc3\xa9", b"=cmd", b";"]
+            [
+                *(b"a", b",", b'"', b"\n", b"\r", b"\r\n", b"\x00", b"\xff", b"\xc3\xa9"),
+                *(b"=cmd", b";", b"ann@example.com", b"\xd0\xb0nn@example.com", b"+45 20 12 34 56"),
+            ]
         ),
         max_size=80,
     ).map(b"".join),
     header=st.booleans(),
 )
 def test_random_bytes_are_read_or_rejected_with_a_source_error_and_nothing_is_lost(
-    tmp_path: Path, body: bytes, header: bool
+    tmp_path: Path, stage: IdentifierStage, body: bytes, header: bool
 ) -> None:
     path = tmp_path / "fuzz.csv"
     path.write_bytes((b"Name,E-mail,Phone\n" if header else b"") + body)
+    source = _source(path, default_region="DK")
     try:
-        chunks = list(read_source(_source(path), 7))
+        chunks = list(read_source(source, 7))
     except SourceError as exc:
         rejected = str(exc)
     else:
@@ -193,6 +230,10 @@ def test_random_bytes_are_read_or_rejected_with_a_source_error_and_nothing_is_lo
     assert sum(c.rows_in for c in chunks) == len(lines)
     for c in chunks:
         assert set(c.unparseable.columns) >= {"line", "detail"}
+    # through the stage and the accounting, read in one go and in planned chunks alike
+    assert _accounted(source, chunks, stage) == len(lines)
+    planned = [read_chunk(source, spec) for spec in plan_chunks(source, 7)]
+    assert _accounted(source, planned, stage) == len(lines)
 
 
 def test_a_mapped_column_that_appears_twice_in_the_header_is_refused(tmp_path: Path) -> None:

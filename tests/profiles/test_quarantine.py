@@ -85,6 +85,17 @@ def test_sealed_values_open_only_with_the_key_and_their_context() -> None:
         open_sealed(tampered, seal_context("crm", 3), keys.__getitem__)
 
 
+def test_a_row_of_blank_fields_has_nothing_to_seal() -> None:
+    """A spreadsheet's empty ",,," rows are records without identifiers: quarantined with
+    their reason, but there is nothing of them to keep sealed."""
+    raw = _raw()
+    raw.loc[1, ["email", "phone", "country"]] = ["", "  ", ""]  # line 3: blank
+    rows = rows_without_identifier("crm", "crm.csv", _identified(), raw, Sealer(KEY))
+    assert rows["line"].tolist() == [3, 4]
+    assert rows["sealed"].iloc[0] == ""
+    assert rows["sealed"].iloc[1].startswith(f"{KEY.key_id}:")  # line 4 has "Atlantis"
+
+
 def test_without_sealer_nothing_raw_is_kept() -> None:
     rows = rows_without_identifier("crm", "crm.csv", _identified(), _raw(), None)
     assert rows["sealed"].tolist() == ["", ""]
