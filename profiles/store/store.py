@@ -27,7 +27,13 @@ from profiles.store import cache, checks, subjects
 from profiles.store.bulk import read_frame
 from profiles.store.engine import Backend, Database, parse_url
 from profiles.store.errors import StoreError, translating
-from profiles.store.migrations import MIGRATIONS, Migration, current_version, migrate
+from profiles.store.migrations import (
+    MIGRATIONS,
+    Migration,
+    current_version,
+    latest_version,
+    migrate,
+)
 from profiles.store.save import IDENTIFIER_COLUMNS, PROFILE_COLUMNS, Night
 from profiles.store.schema import (
     SUPPRESSION_KINDS,
@@ -63,6 +69,8 @@ RUN_COLUMNS = (
 """Columns of `runs()`."""
 
 _ACTIVE = ProfileStatus.ACTIVE.value
+_RUN_STEPS_VERSION = 4
+"""The schema version that added the ledger's step, fingerprint and attempts."""
 
 
 def _utc(value: datetime) -> datetime:
@@ -89,10 +97,13 @@ class StateStore:
     processes may use one store, and writes are serialised by the store's writer lock.
     """
 
-    def __init__(self, db: Database) -> None:
-        """Wrap an opened and migrated database; use `open` instead."""
+    def __init__(self, db: Database, *, version: int | None = None) -> None:
+        """Wrap an opened and migrated database; use `open` instead. `version` is the schema
+        version it was migrated to (default: the newest): a store kept at an older version by
+        `open(migrations=...)` writes only what that version has."""
         self._db: Database | None = db
         self._target = db.target
+        self._run_steps = (version or len(MIGRATIONS)) >= _RUN_STEPS_VERSION
 
     @classmethod
     def open(
@@ -127,7 +138,7 @@ class StateStore:
         except BaseException:
             db.dispose()
             raise
-        return cls(db)
+        return cls(db, version=latest_version(migrations))
 
     @property
     def url(self) -> str:
@@ -201,18 +212,16 @@ class StateStore:
             if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first():
                 raise StoreError(f"run {run_id} is already in the run ledger")
             seq = conn.execute(select(func.coalesce(func.max(runs.c.seq), 0))).scalar_one()
-            conn.execute(
-                insert(runs).values(
-                    run_id=run_id,
-                    seq=int(seq) + 1,
-                    started_at=started_at,
-                    status=RunStatus.RUNNING.value,
-                    config_hash=config_hash,
-                    step=RunStep.STARTED.value,
-                    fingerprint=fingerprint,
-                    attempts=1,
-                )
-            )
+            values: dict[str, Any] = {
+                "run_id": run_id,
+                "seq": int(seq) + 1,
+                "started_at": started_at,
+                "status": RunStatus.RUNNING.value,
+                "config_hash": config_hash,
+            }
+            if self._run_steps:
+                values |= {"step": RunStep.STARTED.value, "fingerprint": fingerprint, "attempts": 1}
+            conn.execute(insert(runs).values(**values))
 
     def unfinished_run(self) -> dict[str, Any] | None:
         """The latest run of the ledger if it did not succeed (it crashed while `running`, or
@@ -369,11 +378,12 @@ class StateStore:
         with self._writing("saving identities") as conn:
             self._require_running(conn, run_id)
             night.save(conn, self.backend, run_id)
-            conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(step=RunStep.IDENTITY_SAVED.value)
-            )
+            if self._run_steps:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.run_id == run_id)
+                    .values(step=RunStep.IDENTITY_SAVED.value)
+                )
 
     # consent records, suppression list, erasure
 

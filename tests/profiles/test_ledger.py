@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from profiles.store import RunStep, StoreError
+from profiles.store import MIGRATIONS, RunStep, StoreError
 from tests.profiles.conftest import StoreBackend
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
@@ -63,6 +63,26 @@ def test_saving_the_identity_records_the_step_in_the_same_transaction(
         "started_at": T0,
         "status": "running",
         "step": "identity_saved",
+        "fingerprint": None,
+        "attempts": 1,
+    }
+
+
+def test_a_version_3_ledger_gains_steps_and_keeps_its_runs(store_backend: StoreBackend) -> None:
+    old = store_backend.open(migrations=MIGRATIONS[:3])
+    old.start_run("r1", "c1", T0)
+    old.finish_run("r1", "succeeded", {"rows": 3}, T0)
+    old.start_run("r2", "c1", T0)  # interrupted before the upgrade
+    old.close()
+    store = store_backend.open()
+    ledger = store.runs()
+    assert ledger["run_id"].tolist() == ["r1", "r2"]
+    assert ledger["attempts"].tolist() == [1, 1]
+    assert store.unfinished_run() == {
+        "run_id": "r2",
+        "started_at": T0,
+        "status": "running",
+        "step": "started",
         "fingerprint": None,
         "attempts": 1,
     }
