@@ -10,6 +10,8 @@ DEMO_PROVIDER_PORT ?= 8765
 DEMO_SERVER_ARGS ?=
 # Behaviour scores as of the date the synthetic export is from (enrich synth's default).
 DEMO_AS_OF ?= 2026-11-01
+# The provider soak of `make bench` (bench/soak.py): minutes against the local server.
+SOAK_MINUTES ?= 10
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
@@ -74,6 +76,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/nightly.py
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ makes one or more *attempts*:
       │ breaker refuses ───────────────────────────────► CircuitOpenError     (no network)
       │ budget cannot cover `cost` ────────────────────► BudgetExhaustedError (no network)
       ▼
-    ┌► attempt: semaphore slot → rate-limit token → send → read body
+    ┌► attempt: semaphore slot → breaker recheck → rate-limit token → send → read body
     │   │ server paused us longer than max_backoff ───► TransientProviderError(rate_limited)
     │   ├─ 2xx or an ok status (404: no match) ────────► return the response   (breaker: success)
     │   ├─ other 4xx, local request error ─────────────► TerminalProviderError (breaker: success)
@@ -338,7 +338,10 @@ class ProviderClient:
         attempt = 0  # retries of timeouts, connection errors and 5xx
         throttled = 0  # retries of 429s
         while True:
-            if attempt or throttled:
+            async with self._semaphore:
+                # A call queued for a slot (or backing off) while other calls opened the
+                # breaker must not go to a provider known to be down: checked once it has
+                # its slot, right before every attempt, the first included.
                 try:
                     ticket = self._breaker.recheck(ticket)
                 except CircuitOpen:
@@ -346,7 +349,7 @@ class ProviderClient:
                     raise self._count(
                         CircuitOpenError(self.name, f"{_where(method, url)}: circuit open")
                     ) from None
-            outcome = await self._attempt(method, url, kwargs)
+                outcome = await self._attempt(method, url, kwargs)
             if isinstance(outcome, httpx.Response):
                 terminal = self._terminal(outcome, ok_statuses, method, url)
                 self._breaker.success(ticket)
@@ -403,40 +406,40 @@ class ProviderClient:
     async def _attempt(
         self, method: str, url: str, kwargs: dict[str, Any]
     ) -> httpx.Response | _Failed:
-        """One HTTP request under the semaphore and the rate limit, sent by the transport
-        and read to the end (a body that cannot be decoded is a terminal failure)."""
+        """One HTTP request (the caller holds a slot of the semaphore) under the rate limit,
+        sent by the transport and read to the end (a body that cannot be decoded is a
+        terminal failure)."""
         counters = self._counters
-        async with self._semaphore:
-            try:
-                counters.rate_limit_wait_seconds += await self._limiter.acquire()
-            except PausedTooLong:
-                raise self._count(
-                    TransientProviderError(
-                        self.name,
-                        f"{_where(method, url)}: server pause too long ({RATE_LIMITED})",
-                        reason=RATE_LIMITED,
-                    )
-                ) from None
-            counters.attempts += 1
-            start = self._clock()
-            try:
-                request = httpx.Request(method, url, **kwargs)
-                response = await self._transport.handle_async_request(request)
-                response.request = request
-                await response.aread()
-            except httpx.TimeoutException:
-                counters.timeouts += 1
-                return _Failed(TIMEOUT)
-            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError):
-                counters.connect_errors += 1
-                return _Failed(CONNECT_ERROR)
-            except httpx.DecodingError:
-                raise self._count(self._terminal_error(method, url, MALFORMED_RESPONSE)) from None
-            except (httpx.HTTPError, httpx.InvalidURL):
-                # Unsupported scheme, bad URL or header: our request is wrong.
-                raise self._count(self._terminal_error(method, url, INVALID_REQUEST)) from None
-            finally:
-                counters.latencies.append(self._clock() - start)
+        try:
+            counters.rate_limit_wait_seconds += await self._limiter.acquire()
+        except PausedTooLong:
+            raise self._count(
+                TransientProviderError(
+                    self.name,
+                    f"{_where(method, url)}: server pause too long ({RATE_LIMITED})",
+                    reason=RATE_LIMITED,
+                )
+            ) from None
+        counters.attempts += 1
+        start = self._clock()
+        try:
+            request = httpx.Request(method, url, **kwargs)
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            await response.aread()
+        except httpx.TimeoutException:
+            counters.timeouts += 1
+            return _Failed(TIMEOUT)
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError):
+            counters.connect_errors += 1
+            return _Failed(CONNECT_ERROR)
+        except httpx.DecodingError:
+            raise self._count(self._terminal_error(method, url, MALFORMED_RESPONSE)) from None
+        except (httpx.HTTPError, httpx.InvalidURL):
+            # Unsupported scheme, bad URL or header: our request is wrong.
+            raise self._count(self._terminal_error(method, url, INVALID_REQUEST)) from None
+        finally:
+            counters.latencies.append(self._clock() - start)
         counters.statuses[response.status_code] += 1
         counters.bytes_received += len(response.content)
         return self._feedback(response)

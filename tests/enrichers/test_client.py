@@ -573,6 +573,36 @@ def test_a_retrying_call_stops_when_the_breaker_opens_meanwhile() -> None:
     assert script.calls == 1 + 5  # A's first attempt, B's five
 
 
+def test_calls_queued_for_a_slot_stop_when_the_breaker_opens_meanwhile() -> None:
+    """Ten calls share one connection slot against a provider that is down; the first fails
+    for good and opens the breaker while the other nine wait for the slot. They were admitted
+    while the breaker was closed, but each is refused once it gets the slot, without a
+    request (the soak saw 1,191 attempts for 400 lookups before its breakers opened)."""
+    fake = FakeTime()
+    script = Script([503], fake)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0)  # the network takes a moment: the other calls queue meanwhile
+        return script(request)
+
+    client = ProviderClient(
+        settings(
+            concurrency=1, retries=0, breaker=BreakerSettings(failures=1, cooldown_seconds=60)
+        ),
+        billing=Billing.PER_CALL,
+        transport=httpx.MockTransport(answer),
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+
+    async def many() -> list[str]:
+        return list(await asyncio.gather(*(_reason(client) for _ in range(10))))
+
+    assert run(many()) == ["server_error"] + ["circuit_open"] * 9
+    assert script.calls == 1
+    assert client.stats.circuit_rejections == 9
+
+
 async def _reason(client: ProviderClient) -> str:
     try:
         await client.request("GET", URL + "/b")
