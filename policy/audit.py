@@ -559,18 +559,7 @@ class ChainedDecisionLog:
         return body
 
 
-_REPLAY_FIELDS: Final = (
-    "subject",
-    "gate",
-    "purpose",
-    "decision",
-    "basis",
-    "rule",
-    "reason",
-    "evidence",
-    "policy_hash",
-    "context",
-)
+_REPLAY_FIELDS: Final = (*DECISION_COLUMNS, "context")
 """What makes a decision the same decision (not when, by whom, or where in the chain)."""
 
 

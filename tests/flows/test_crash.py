@@ -12,7 +12,6 @@ lookup paid twice beyond what was in flight at the kill.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from prefect.client.orchestration import get_client
 from enrichers.testing import provider_entries
 from enrichers.testing.server import ProviderServer
 from flows.audit import verify_log
+from policy.audit import ChainedDecisionLog
 from profiles.config import load_run_config
 from profiles.failpoints import ENV, POINTS
 from profiles.synth import generate
@@ -95,11 +95,7 @@ class Outcome:
 def _outcome(work: Path, done: subprocess.CompletedProcess[str], lookups: int) -> Outcome:
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = Path(done.stdout.strip().splitlines()[-1])
-    entries = []
-    for segment in sorted((work / "state" / "decisions" / "segments").iterdir()):
-        opener = gzip.open if segment.suffix == ".gz" else open
-        with opener(segment, "rt", encoding="utf-8") as fh:
-            entries += [json.loads(line) for line in fh]
+    entries = list(ChainedDecisionLog(work / "state" / "decisions").entries())
     for entry in entries:
         for name in _RUN_FIELDS:
             del entry[name]

@@ -11,7 +11,6 @@ run summary and decision-log entries must be identical, apart from what names th
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import yaml
 from enrichers.testing import provider_entries
 from enrichers.testing.server import ProviderServer
 from flows.nightly import nightly_enrichment
+from policy.audit import ChainedDecisionLog
 from profiles.synth import generate
 from tests.flows.test_nightly import _init_keys
 
@@ -64,11 +64,7 @@ def _night(shop: Path, where: Path, performance: dict[str, Any], **runner: Any) 
     text = config.read_text(encoding="utf-8")
     config.write_text(text + yaml.safe_dump({"performance": performance}), encoding="utf-8")
     run_dir = Path(nightly_enrichment(config_path=str(config), as_of="2026-11-01", **runner))
-    entries = []
-    for segment in sorted((work / "state" / "decisions" / "segments").iterdir()):
-        opener = gzip.open if segment.suffix == ".gz" else open
-        with opener(segment, "rt", encoding="utf-8") as fh:
-            entries += [json.loads(line) for line in fh]
+    entries = list(ChainedDecisionLog(work / "state" / "decisions").entries())
     for entry in entries:
         for name in _RUN_FIELDS & entry.keys():
             del entry[name]
