@@ -45,6 +45,7 @@ from policy.types import Purpose
 from profiles.config import RunConfig
 from profiles.exports.audiences import Platform, audience_frame
 from profiles.exports.crm import preset_from_config, write_crm_csv
+from profiles.files import private_file, private_folder
 from profiles.fusion import top_topics
 from profiles.identity import PROFILE_ID
 from profiles.rundir import RunOutput, previous_run_file
@@ -295,7 +296,7 @@ def export_outputs(
         files[name] = len(write_crm_csv(frame, preset, folder))
         written_rows[name] = len(frame)
         prints.to_parquet(folder / FINGERPRINTS, index=False)
-        (folder / FINGERPRINTS).chmod(0o600)
+        private_file(folder / FINGERPRINTS)
     summary["crm_export"] = {"profiles": len(crm), "columns": list(crm.columns),
                              "dropped_columns": dropped, "redacted_cells": redacted,
                              "files": files, "rows": written_rows,
@@ -308,8 +309,7 @@ def export_outputs(
     phones = ads["phone"] if "phone_sha256" in allowed else nothing
     country = ads["country"] if "country" in allowed else None
     personalised = _among(ads[PROFILE_ID], allowed_for_profiling(profiles))
-    folder = output.staging / "audiences"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(output.staging / "audiences")
     rows: dict[str, int] = {}
     for platform in settings.audiences:
         parts = (
@@ -333,6 +333,7 @@ def export_outputs(
             pa.Table.from_pandas(analytics, preserve_index=False),
             output.staging / "analytics.parquet",
         )
+        private_file(output.staging / "analytics.parquet")
         summary["analytics"] = {"profiles": len(analytics), "columns": list(analytics.columns),
                                 "dropped_columns": dropped, "redacted_cells": redacted}  # fmt: skip
     logger.info(

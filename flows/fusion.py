@@ -42,6 +42,7 @@ from policy.bundle import PolicyBundle
 from policy.engine import filter_signals
 from policy.types import Gate, Outcome, PolicyReason, Purpose
 from profiles.config import RunConfig
+from profiles.files import private_file
 from profiles.fusion import (
     Fusion,
     FusionCounts,
@@ -230,6 +231,7 @@ def fuse_part(job: FuseJob) -> FusedPart:
         }
     )
     pq.write_table(lists, folder / "interests.parquet")
+    private_file(folder / "interests.parquet")
     write_part(folder / "used.parquet", used[[PROFILE_ID, "topic", "confidence"]])
     return counts
 

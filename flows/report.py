@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from flows.summary import _reasons
+from profiles.files import private_file
 
 Tone = Literal[
     "ok", "bad", "warn", "muted", "info", "prev", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"
@@ -97,7 +98,7 @@ def write_report(
 ) -> Path:
     """Write the report of `summary` (and `personas`) to `path` as UTF-8; return `path`."""
     path.write_text(render_report(summary, personas), encoding="utf-8")
-    return path
+    return private_file(path)
 
 
 # Convention below: the formatters (`_count`, `_pct`, `_dec`, ...) and renderers return markup,

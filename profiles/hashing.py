@@ -9,6 +9,8 @@ import hmac
 import json
 import os
 import secrets
+import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +93,25 @@ class Pseudonymiser:
         return list(map(one, values))
 
 
+def check_key_folder(path: Path) -> None:
+    """Raise KeyMaterialError if the folder of key file `path` is writable by everyone.
+
+    Anyone could then delete the key file (the only copy of the pseudonym key orphans every
+    pseudonym made with it) or, without the sticky bit, replace it with keys of their own or
+    a link to another key file, and a shared sticky folder such as /tmp is cleaned up behind
+    the owner's back. A group-writable folder is accepted: with user-private groups (umask
+    002) the group is the owner alone.
+    """
+    folder = path.parent
+    mode = folder.stat().st_mode & 0o7777
+    if mode & stat.S_IWOTH:
+        raise KeyMaterialError(
+            f"key file {path} is in a folder anyone may write to ({folder}, mode {mode:04o}); "
+            f"refusing to use it: anyone could delete or replace the keys. Move the file to a "
+            f"private folder (`chmod 700`, ENRICH_KEY_FILE) or `chmod o-w {folder}`"
+        )
+
+
 @dataclass
 class Keyring:
     """The local key file written by `enrich keys init`: active and retired keys per purpose.
@@ -103,15 +124,18 @@ class Keyring:
 
     @classmethod
     def load(cls, path: Path) -> Keyring:
-        """Read a keyring file; raise KeyMaterialError if it is unreadable, malformed, or
-        readable by anyone but its owner (the keys would no longer be secret)."""
+        """Read a keyring file; raise KeyMaterialError if it is unreadable, malformed, open
+        to anyone but its owner (the keys would no longer be secret), or in a folder anyone
+        may write to (`check_key_folder`)."""
         try:
             mode = path.stat().st_mode & 0o777
             if mode & 0o077:
+                what = "readable" if mode & 0o044 else "writable"
                 raise KeyMaterialError(
-                    f"key file {path} is readable by others (mode {mode:04o}); refusing to use "
+                    f"key file {path} is {what} by others (mode {mode:04o}); refusing to use "
                     f"it: `chmod 600 {path}`, and rotate the keys if others may have read them"
                 )
+            check_key_folder(path)
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(keys=data["keys"], active=data["active"])
         except FileNotFoundError:
@@ -124,14 +148,22 @@ class Keyring:
             ) from None
 
     def save(self, path: Path) -> None:
-        """Write the keyring with mode 0600, atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": 1, "active": self.active, "keys": self.keys}, fh, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        """Write the keyring with mode 0600, atomically and durably; a missing folder is
+        created 0700. Refused in a folder anyone may write to (`check_key_folder`)."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_key_folder(path)
+        # a fresh name (O_EXCL, mode 0600): a file or link planted under a fixed temporary
+        # name would otherwise receive the keys
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"version": 1, "active": self.active, "keys": self.keys}, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())  # losing the only copy of a key orphans its pseudonyms
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def add(self, purpose: KeyPurpose, secret: bytes | None = None) -> Key:
         """Create a new key for `purpose`, make it active and retire the previous one."""

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from profiles import vault
 from profiles.errors import EnrichError
+from profiles.files import private_file, private_folder
 from profiles.identifiers import present_column
 from profiles.ingest import LINE
 from profiles.quarantine import COLUMNS as QUARANTINE_COLUMNS
@@ -88,9 +89,10 @@ def _quarantine_part(staging: Path, part: str) -> Path:
 
 
 def _write_atomically(path: Path, write: Any) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    private_file(tmp)
     os.replace(tmp, path)
 
 
@@ -168,8 +170,9 @@ class RunOutput:
             raise FileExistsError(f"output folder {self.final} already exists")
         if self.staging.exists():
             shutil.rmtree(self.staging)
-        self.staging.mkdir(parents=True)
+        private_folder(self.staging)
         pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(self._quarantine_path, index=False)
+        private_file(self._quarantine_path)
 
     @classmethod
     def reopen(cls, output_dir: Path, run_id: str) -> RunOutput:
@@ -236,6 +239,7 @@ class RunOutput:
                     pa.Table.from_pandas(batch, schema=LINK_SCHEMA, preserve_index=False)
                 )
                 done += len(batch)
+        private_file(self.staging / LINKS_FILE)
         shutil.rmtree(self.parts_dir("accepted"), ignore_errors=True)
 
     def read_links(self, columns: list[str], *, sources: list[str]) -> pd.DataFrame:
@@ -257,6 +261,7 @@ class RunOutput:
         for column in nested:
             table = table.append_column(column, pa.array(profiles[column].array))
         pq.write_table(table, self.staging / PROFILES_FILE)
+        private_file(self.staging / PROFILES_FILE)
 
     def write_signals(self, signals: pd.DataFrame) -> None:
         """Write signals.parquet: profile_id, topic, confidence, provider, observed_at, kind,
@@ -264,6 +269,7 @@ class RunOutput:
         frame = signals.reindex(columns=SIGNAL_SCHEMA.names)
         table = pa.Table.from_pandas(frame, schema=SIGNAL_SCHEMA, preserve_index=False)
         pq.write_table(table, self.staging / SIGNALS_FILE)
+        private_file(self.staging / SIGNALS_FILE)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         """Write run_summary.json into the staging folder."""
@@ -273,6 +279,7 @@ class RunOutput:
         """Write a JSON document (counts and aggregates only) into the staging folder."""
         path = self.staging / name
         path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        private_file(path)
         return path
 
     def seal(self) -> None:
@@ -349,7 +356,7 @@ class NightLock:
         self._fd: int | None = None
 
     def __enter__(self) -> NightLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import threading
 import time
@@ -57,6 +58,7 @@ from enrichers.testing.world import (
     observe,
     report_share,
 )
+from profiles.files import private_folder
 
 FORMS: Final = ("email_sha256", "phone_sha256", "phone_e164", "email")
 """Identifier forms the endpoints accept (`profiles.types.IdentifierForm` values)."""
@@ -190,8 +192,10 @@ class ProviderApp:
         """Prepare to serve on the running event loop; open the received-log file."""
         self._released = asyncio.Event()
         if self._received_path is not None and self._sink is None:
-            self._received_path.parent.mkdir(parents=True, exist_ok=True)
-            self._sink = self._received_path.open("a", encoding="utf-8")
+            # unsalted SHA-256 of emails and phones: a dictionary reverses them
+            private_folder(self._received_path.parent)
+            fd = os.open(self._received_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._sink = os.fdopen(fd, "a", encoding="utf-8")
 
     def release(self) -> None:
         """Let every hanging or stalled request finish now (on the server's loop)."""

@@ -138,6 +138,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from profiles.errors import ConfigError
+from profiles.files import private_folder
 
 EPOCH_MS: Final = "epoch_ms"
 """`datetime_format` value for Unix time in milliseconds."""
@@ -714,7 +715,7 @@ def write_crm_csv(
     if not _STEM.fullmatch(stem):
         raise ValueError(f"stem {stem!r} must be a plain file name part")
     headers = _headers(frame, preset)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(out_dir)
     fmt = _Formats(preset)
     eol = preset.line_ending
     columns = [str(c) for c in frame.columns]

@@ -104,8 +104,13 @@ def lock_key(target: Target) -> int:
 
 
 def _prepare_sqlite_file(path: Path) -> None:
-    """Create the parent directory and an empty database file readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create a missing parent directory (mode 0700) and a missing database file (mode 0600):
+    the store maps pseudonyms to profiles and holds consents, for its owner's eyes only.
+
+    SQLite gives the -wal and -shm files it creates beside the database the database file's
+    mode, so they are private too. An existing file keeps the mode it has.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, func, insert, select, update
 
+from profiles.files import private_folder
 from profiles.store import cache, checks, subjects
 from profiles.store.bulk import read_frame
 from profiles.store.engine import Backend, Database, parse_url
@@ -80,7 +81,7 @@ def _utc(value: datetime) -> datetime:
 
 def default_url(state_dir: Path) -> str:
     """The default store: `sqlite:///<state_dir>/state.db` (the directory is created)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(state_dir)
     return f"sqlite:///{(state_dir / 'state.db').resolve()}"
 
 
