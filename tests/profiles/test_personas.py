@@ -256,7 +256,7 @@ def test_persona_features_fill_non_buyers_and_take_the_group_maximum() -> None:
             "rfm_f": [1, 1, None],
             "rfm_m": [4, 2, None],
             "churn_risk": [0.1, 0.3, None],
-            "clv_365d": [np.e - 1, np.e**3 - 1, None],
+            "clv_365d": [math.e - 1, math.e**3 - 1, None],
         }
     )
     interests = pd.DataFrame(
