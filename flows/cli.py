@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
 from pathlib import Path
@@ -15,6 +17,7 @@ from rich.table import Table
 
 from profiles.config import RunConfig, load_run_config
 from profiles.errors import EnrichError
+from profiles.files import write_private_text
 from profiles.hashing import KEY_PURPOSES, KeyPurpose, Keyring
 from profiles.settings import EnrichSettings
 
@@ -48,9 +51,46 @@ ConfigOption = Annotated[
 ]
 
 
-def _fail(exc: EnrichError) -> typer.Exit:
+RESUMES = (
+    "the run stopped and published nothing; run `enrich run` again once that is fixed: "
+    "it resumes where this one stopped"
+)
+"""Said after a run failed on something that can pass (a store that went away, a full disk)."""
+
+_NO_ROOM = {
+    errno.ENOSPC: "no space left on the device holding",
+    errno.EDQUOT: "disk quota exceeded on the device holding",
+}
+
+
+def _fail(exc: EnrichError, *, hint: str | None = None) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    if hint is not None:
+        err.print(hint, highlight=False)
     return typer.Exit(code=2)
+
+
+def _device(path: Path) -> int | None:
+    """The device of `path`, or of its nearest existing parent."""
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            return folder.stat().st_dev
+    return None
+
+
+def no_room_message(exc: OSError, cfg: RunConfig) -> str | None:
+    """What to tell about a write that found its disk full (None for any other OSError): the
+    file the error names, else the output folder, and the state folder too when it is on
+    another device (a write error seldom names its file)."""
+    what = _NO_ROOM.get(exc.errno or 0)
+    if what is None:
+        return None
+    if exc.filename is not None:
+        return f"{what} {exc.filename}"
+    where = str(cfg.output_dir)
+    if _device(cfg.state_dir) != _device(cfg.output_dir):
+        where += f" or the one holding {cfg.state_dir}"
+    return f"{what} {where}"
 
 
 def _load(config: Path) -> RunConfig:
@@ -174,8 +214,25 @@ def run(
         str | None,
         typer.Option(help="The Dask scheduler of --runner dask, e.g. tcp://10.0.0.5:8786."),
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Resume this interrupted run (by default an interrupted run on the same "
+            "inputs is resumed anyway; this refuses any other)."
+        ),
+    ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Do not resume an interrupted run: mark it failed, start anew."
+        ),
+    ] = False,
 ) -> None:
-    """Run the nightly flow once; prints the run's output folder."""
+    """Run the nightly flow once; prints the run's output folder.
+
+    A run that was interrupted (killed, or failed on an error) is resumed by the next
+    `enrich run` on the same inputs: it keeps its run id, and its outputs are those an
+    uninterrupted run would have made."""
     cfg = _load(config)  # fail fast, before Prefect starts, on a bad config
     from flows.nightly import end_of_day, run_nightly  # noqa: PLC0415 - Prefect import is slow
     from flows.runner import Runner  # noqa: PLC0415
@@ -183,7 +240,12 @@ def run(
     try:
         if as_of is not None:
             end_of_day(as_of)
-        Runner.of(cfg.performance, kind=runner, workers=workers, address=dask_address)
+        Runner.of(
+            cfg.performance,
+            kind=runner or EnrichSettings().runner,
+            workers=workers,
+            address=dask_address,
+        )
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
@@ -195,9 +257,18 @@ def run(
             runner=runner,
             workers=workers,
             dask_address=dask_address,
+            resume=resume,
+            fresh=fresh,
         )
     except EnrichError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, hint=RESUMES if exc.retryable else None) from None
+    except OSError as exc:
+        message = no_room_message(exc, cfg)
+        if message is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        err.print(RESUMES, highlight=False)
+        raise typer.Exit(code=2) from None
     summary = json.loads((folder / "run_summary.json").read_text(encoding="utf-8"))
     totals = summary["totals"]
     identity = summary["identity"]
@@ -255,14 +326,18 @@ def keys_init(config: ConfigOption = Path("enrich.yaml")) -> None:
 
     cfg = _load(config)
     path = EnrichSettings().key_file_for(cfg.state_dir)
-    keyring = Keyring.load(path) if path.exists() else Keyring()
-    created = [
-        f"{purpose} {keyring.add(purpose).key_id}"
-        for purpose in KEY_PURPOSES
-        if purpose not in keyring.active
-    ]
+    try:
+        keyring = Keyring.load(path) if path.exists() else Keyring()
+        created = [
+            f"{purpose} {keyring.add(purpose).key_id}"
+            for purpose in KEY_PURPOSES
+            if purpose not in keyring.active
+        ]
+        if created:
+            keyring.save(path)
+    except EnrichError as exc:  # a key file others may read, a folder anyone may write to
+        raise _fail(exc) from None
     if created:
-        keyring.save(path)
         out.print(f"{path}: created {', '.join(created)}", highlight=False)
     else:
         out.print(f"{path}: keys exist (pseudonym {keyring.active['pseudonym']})", highlight=False)
@@ -287,14 +362,14 @@ def keys_rotate(
         raise typer.Exit(code=2)
     cfg = _load(config)
     path = EnrichSettings().key_file_for(cfg.state_dir)
+    kp: KeyPurpose = next(p for p in KEY_PURPOSES if p == purpose)
     try:
         keyring = Keyring.load(path)
+        old = keyring.active.get(kp)
+        new = keyring.add(kp)
+        keyring.save(path)
     except EnrichError as exc:
         raise _fail(exc) from None
-    kp: KeyPurpose = next(p for p in KEY_PURPOSES if p == purpose)
-    old = keyring.active.get(kp)
-    new = keyring.add(kp)
-    keyring.save(path)
     out.print(f"{path}: {purpose} key {new.key_id} active, {old} retired", highlight=False)
     if kp == "signing":
         from policy.audit import Signer  # noqa: PLC0415
@@ -475,10 +550,7 @@ def dsar_access_cmd(
     ref = _request_ref(request_ref, "access")
     package = dsar_access(config_path=str(config.resolve()), identifiers=refs, request_ref=ref)
     package["searched_with"] = {"email": email, "phone": phone, "customer_id": customer_id}
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(package, fh, indent=2, ensure_ascii=False, default=str)
+    write_private_text(out_file, json.dumps(package, indent=2, ensure_ascii=False, default=str))
     err.print(
         f"request {ref}: {len(package['profile_ids'])} profile(s) written to {out_file}",
         highlight=False,
@@ -654,7 +726,7 @@ def audit_subject(
         )
         return
     if out_path is not None:
-        out_path.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+        write_private_text(out_path, json.dumps(entries, indent=2) + "\n")
     table = Table(
         title=f"{len(entries):,} decisions about profile(s) {', '.join(profile_ids)}",
         show_edge=False,

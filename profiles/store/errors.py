@@ -3,7 +3,9 @@
 Database errors do not cross the package boundary: their text can quote SQL parameters
 (pseudonyms are personal data) or connection strings (passwords). `translating` re-raises
 them as `StoreError` keeping only safe fields: the driver's exception class, the SQLSTATE
-or SQLite error name, and a short reason phrase picked from a fixed list.
+or SQLite error name, and a short reason phrase picked from a fixed list. A server that cannot
+be reached, or that went away in the middle of a run, is said to be unreachable in so many
+words: that is what an operator can act on.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ _REASONS = (
     ("does not exist", "database, role or object does not exist"),
     ("permission denied", "permission denied"),
 )
+# Reasons, and SQLSTATEs (connection exception; admin or crash shutdown, cannot connect now),
+# that mean the server could not be reached or went away: the store is unreachable.
+_UNREACHABLE_REASONS = frozenset(
+    {
+        "connection refused",
+        "timed out",
+        "unknown host",
+        "no route to host",
+        "network unreachable",
+        "server closed the connection",
+    }
+)
+_UNREACHABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 
 class StoreError(EnrichError):
@@ -59,11 +74,14 @@ class StoreError(EnrichError):
         message: str,
         *,
         retryable: bool = False,
+        unreachable: bool = False,
         error_class: str | None = None,
         sqlstate: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.unreachable = unreachable
+        """True when the database server could not be reached or went away (retryable)."""
         self.error_class = error_class
         """Class name of the translated driver or SQLAlchemy exception, if any."""
         self.sqlstate = sqlstate
@@ -98,6 +116,18 @@ def _retryable(exc: BaseException, origin: BaseException, code: str | None) -> b
     return isinstance(origin, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
+def _unreachable(
+    exc: BaseException, origin: BaseException, code: str | None, reason: str | None
+) -> bool:
+    if isinstance(exc, sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if code is not None:
+        return code.startswith("08") or code in _UNREACHABLE_SQLSTATES
+    return isinstance(origin, psycopg.OperationalError) and reason in _UNREACHABLE_REASONS
+
+
 def _reason(origin: BaseException) -> str | None:
     text = str(origin).lower()
     for fragment, phrase in _REASONS:
@@ -113,12 +143,15 @@ def store_error(exc: BaseException, *, action: str, where: str) -> StoreError:
     name = type(origin).__name__
     details = name if code is None else f"{name}, {code}"
     reason = _reason(origin)
-    message = f"state store {where}: {action} failed"
+    unreachable = _unreachable(exc, origin, code, reason)
+    state = " is unreachable" if unreachable else ""
+    message = f"state store {where}{state}: {action} failed"
     if reason is not None:
         message += f": {reason}"
     return StoreError(
         f"{message} ({details})",
         retryable=_retryable(exc, origin, code),
+        unreachable=unreachable,
         error_class=name,
         sqlstate=code,
     )

@@ -132,3 +132,32 @@ def test_check_warns_about_provider_topics_the_taxonomy_does_not_list(work: Path
     assert "topic_map targets interest.astrology, which the taxonomy does not list" in (
         result.output
     )
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [0o640, 0o604, 0o644],
+    ids=["group-readable", "world-readable", "group-and-world-readable"],
+)
+def test_run_refuses_a_key_file_others_can_read(work: Path, mode: int) -> None:
+    config = str(work / "enrich.yaml")
+    assert runner.invoke(app, ["keys", "init", "--config", config]).exit_code == 0
+    path = work / "state" / "keys.json"
+    path.chmod(mode)
+    result = runner.invoke(app, ["run", "--config", config])
+    assert result.exit_code == 2, result.output
+    assert f"key file {path} is readable by others (mode {mode:04o})" in result.output
+    assert f"`chmod 600 {path}`" in result.output
+    assert not (work / "out").exists()  # refused before any row was read
+
+
+def test_run_refuses_a_key_file_in_a_folder_anyone_may_write_to(work: Path) -> None:
+    config = str(work / "enrich.yaml")
+    assert runner.invoke(app, ["keys", "init", "--config", config]).exit_code == 0
+    folder = work / "state"
+    folder.chmod(0o777)
+    result = runner.invoke(app, ["run", "--config", config])
+    assert result.exit_code == 2, result.output
+    assert f"key file {folder / 'keys.json'} is in a folder anyone may write to" in result.output
+    assert f"`chmod o-w {folder}`" in result.output
+    assert not (work / "out").exists()
