@@ -10,9 +10,11 @@ subprocess, three nights on the same state:
     again     the same data once more: nothing changed, so no provider calls
     1% night  `enrich synth --night 2`: about 1 % new people and some changed ones
 
-At the largest size the first night is run once more on a fresh state in the local
-PostgreSQL (`ENRICH_STATE_URL`, a database created for it), and, with `--dask`, on a local
-Dask cluster of two workers. Stage times come from the run summary (`timings`, wall seconds
+At the largest size the first night is run again from a fresh state: with the state store in
+the local PostgreSQL (`ENRICH_STATE_URL`, a database created for it), and on a local Dask
+cluster of two worker processes (`--runner dask-local --workers 2`); the table says whether
+each made exactly the first night's outputs (profiles, links, signals, quarantine, every CSV
+export, persona cards). Stage times come from the run summary (`timings`, wall seconds
 per stage); "rest" is the wall time outside them (start-up, writing and sealing the outputs,
 the state commit). Peak memory is the largest sum of RSS over the run's process tree (the
 flow, its worker processes, Prefect's temporary server), sampled every 0.1 s. For reference
@@ -24,7 +26,7 @@ Targets (the scale issue, this 2-core machine, 1M input rows): the first night u
 and 4 GB; time from 100k to 1M growing no worse than linearly (ratio <= 11); the second
 night with no provider calls and at most 70 % of the first's time; the 1% night at most 80 %.
 
-Run: `.venv/bin/python bench/nightly.py [--rows 10000 100000 1000000] [--dask] [--no-pg]`.
+Run: `.venv/bin/python bench/nightly.py [--rows 10000 100000 1000000] [--no-dask] [--no-pg]`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Night:
     rows: int
     profiles: int
     calls: int
+    folder: Path
     stages: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -129,6 +132,7 @@ def night(work: Path, env: dict[str, str], *flags: str) -> Night:
         rows=summary["totals"]["rows_in"],
         profiles=summary["identity"]["profiles"],
         calls=calls,
+        folder=folder,
         stages=summary["timings"],
     )
 
@@ -146,12 +150,15 @@ def _synth(work: Path, people: int, port: int, env: dict[str, str], night_no: in
     _enrich("keys", "init", "--config", str(work / "enrich.yaml"), env=env)
 
 
-def _fresh_state(work: Path) -> None:
-    """Forget every earlier night: outputs, state database, decision log."""
-    for name in ("out", "state/decisions"):
-        subprocess.run(["rm", "-rf", str(work / name)], check=True)
+def _fresh_state(work: Path, keep_outputs_as: str) -> Path:
+    """Forget every earlier night: state database and decision log. The output folder is
+    moved aside, to `keep_outputs_as` (returned), so runs can be compared."""
+    kept = work / keep_outputs_as
+    (work / "out").rename(kept)
+    subprocess.run(["rm", "-rf", str(work / "state" / "decisions")], check=True)
     for db in (work / "state").glob("state.db*"):
         db.unlink()
+    return kept
 
 
 def _pg_database() -> str | None:
@@ -167,6 +174,35 @@ def _pg_database() -> str | None:
         return None
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     return f"{base}/{PG_DATABASE}"
+
+
+def different_outputs(mine: Path, theirs: Path) -> list[str]:
+    """The outputs of two run folders that differ (test_runners.py's comparison, at scale):
+    the Parquet tables, the quarantine without its sealed payloads (fresh nonces), every CSV
+    export and the persona cards."""
+    import pyarrow.csv as pa_csv  # noqa: PLC0415 - only the parity check needs them
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    differ = [
+        name
+        for name in ("profiles.parquet", "identity_links.parquet", "signals.parquet")
+        if not pq.read_table(mine / name).equals(pq.read_table(theirs / name))
+    ]
+    quarantines = [
+        pa_csv.read_csv(folder / "quarantine.csv").drop_columns(["sealed"])
+        for folder in (mine, theirs)
+    ]
+    if not quarantines[0].equals(quarantines[1]):
+        differ.append("quarantine.csv")
+    exports = {p.relative_to(mine) for p in mine.glob("*/*.csv")}
+    exports |= {p.relative_to(theirs) for p in theirs.glob("*/*.csv")}
+    for name in sorted(exports):
+        a, b = mine / name, theirs / name
+        if not (a.is_file() and b.is_file()) or a.read_bytes() != b.read_bytes():
+            differ.append(str(name))
+    if (mine / "personas.json").read_bytes() != (theirs / "personas.json").read_bytes():
+        differ.append("personas.json")
+    return differ
 
 
 def baseline(config: Path) -> tuple[int, float]:
@@ -205,6 +241,8 @@ class Size:
 
     nights: dict[str, Night]
     baseline: tuple[int, float] | None
+    parity: dict[str, list[str]]
+    """Per night run again from a fresh state: the outputs that differ from the first's."""
 
 
 def size(rows: int, tmp: Path, args: argparse.Namespace) -> Size:
@@ -220,6 +258,7 @@ def size(rows: int, tmp: Path, args: argparse.Namespace) -> Size:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     nights: dict[str, Night] = {}
+    parity: dict[str, list[str]] = {}
     try:
         for _ in range(100):
             with socket.socket() as s:
@@ -232,21 +271,26 @@ def size(rows: int, tmp: Path, args: argparse.Namespace) -> Size:
         _synth(work, people, port, env, night_no=2)
         nights["1% night"] = night(work, env)
         if rows == max(args.rows):
+            # the first night again from a fresh state, on PostgreSQL and on Dask: its outputs
+            # must be those of the first night
+            first = nights["first"].folder
+            first = _fresh_state(work, "out-first") / first.name
             url = None if args.no_pg else _pg_database()
+            others: list[tuple[str, dict[str, str], tuple[str, ...]]] = []
             if url is not None:
-                _synth(work, people, port, env)
-                _fresh_state(work)
-                nights["first, PostgreSQL"] = night(work, {**env, "ENRICH_STATE_URL": url})
+                others.append(("first, PostgreSQL", {**env, "ENRICH_STATE_URL": url}, ()))
             if args.dask:
-                _synth(work, people, port, env)
-                _fresh_state(work)
-                nights["first, dask-local 2"] = night(
-                    work, env, "--runner", "dask-local", "--workers", "2"
-                )
+                dask = ("--runner", "dask-local", "--workers", "2")
+                others.append(("first, dask-local 2", env, dask))
+            _synth(work, people, port, env)  # the first night's data again
+            for label, night_env, flags in others:
+                nights[label] = night(work, night_env, *flags)
+                parity[label] = different_outputs(first, nights[label].folder)
+                _fresh_state(work, f"out-{len(parity)}")
     finally:
         server.terminate()
         server.wait(timeout=10)
-    return Size(nights, base)
+    return Size(nights, base, parity)
 
 
 def _table(result: Size) -> Table:
@@ -267,6 +311,16 @@ def _table(result: Size) -> Table:
     ]
     for label, cells in lines:
         table.add_row(label, *cells)
+    if result.parity:
+        table.add_row(
+            "outputs as the first night's",
+            *(
+                "" if name not in result.parity else
+                "identical" if not result.parity[name] else
+                "DIFFER: " + ", ".join(result.parity[name])
+                for name in result.nights
+            ),
+        )  # fmt: skip
     if result.baseline is not None:
         rows, seconds = result.baseline
         table.add_row(
@@ -279,7 +333,9 @@ def _table(result: Size) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--dask", action="store_true", help="also the first night on dask-local")
+    parser.add_argument(
+        "--no-dask", dest="dask", action="store_false", help="skip the dask-local night"
+    )
     parser.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL night")
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     parser.add_argument("--baseline", type=Path, help=argparse.SUPPRESS)
@@ -287,7 +343,7 @@ def main() -> None:
     if args.baseline is not None:
         _run_baseline(args.baseline)
         return
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # a log keeps the table whole
     results: dict[int, Size] = {}
     with tempfile.TemporaryDirectory(prefix="nightly-bench-") as tmp:
         for rows in sorted(args.rows):
