@@ -53,8 +53,11 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium is not installed: browser tests are skipped (and fail under CI=true)" >&2
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file whole on one of them: its
+# module fixtures (a synthetic shop, a provider server, a PostgreSQL cluster) are made once.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
