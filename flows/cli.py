@@ -383,6 +383,18 @@ def keys_rotate(
         )
 
 
+SHOWN_CHARS = 200
+"""`enrich quarantine show` cuts raw values longer than this (a 10 MB field would flood the
+terminal), saying how long they are."""
+
+
+def _shown(value: object, full: bool) -> str:
+    text = repr(value)
+    if full or len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}… ({len(text):,} characters in all; --full shows them)"
+
+
 @quarantine_app.command("show")
 def quarantine_show(
     run_dir: Annotated[Path, typer.Argument(help="A run's output folder.")],
@@ -390,6 +402,9 @@ def quarantine_show(
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
     line: Annotated[int | None, typer.Option(help="Only this line.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 20,
+    full: Annotated[
+        bool, typer.Option("--full", help=f"Values longer than {SHOWN_CHARS} characters whole.")
+    ] = False,
 ) -> None:
     """Print quarantined rows with their raw values decrypted (needs the quarantine key).
 
@@ -429,7 +444,7 @@ def quarantine_show(
                     raise _fail(exc) from None
                 fields = raw.items() if isinstance(raw, dict) else enumerate(raw, start=1)
                 for name, value in fields:
-                    out.print(f"  {name}: {value!r}", highlight=False, markup=False)
+                    out.print(f"  {name}: {_shown(value, full)}", highlight=False, markup=False)
             shown += 1
             if shown >= limit:
                 break

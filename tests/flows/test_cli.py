@@ -161,3 +161,25 @@ def test_run_refuses_a_key_file_in_a_folder_anyone_may_write_to(work: Path) -> N
     assert f"key file {folder / 'keys.json'} is in a folder anyone may write to" in result.output
     assert f"`chmod o-w {folder}`" in result.output
     assert not (work / "out").exists()
+
+
+def test_quarantine_show_cuts_huge_values_unless_asked_for_them_whole(work: Path) -> None:
+    config = str(work / "enrich.yaml")
+    assert runner.invoke(app, ["keys", "init", "--config", config]).exit_code == 0
+    huge = "x" * 50_000 + "@example.com"  # not an email, and no other identifier: quarantined
+    with (work / "data" / "contacts.csv").open("a", encoding="utf-8") as fh:
+        fh.write(f",Big,Field,{huge},,DK\n")
+    result = runner.invoke(app, ["run", "--config", config, "--run-id", "night-3"])
+    assert result.exit_code == 0, result.output
+    folder = str(work / "out" / "night-3")
+    show = ["quarantine", "show", folder, "-c", config, "--source", "crm", "--limit", "100"]
+
+    cut = runner.invoke(app, show)
+    assert cut.exit_code == 0, cut.output
+    assert f"{len(huge) + 2:,} characters in all; --full shows them" in cut.output
+    assert huge not in cut.output
+    assert len(cut.output) < 20_000
+
+    whole = runner.invoke(app, [*show, "--full"])
+    assert whole.exit_code == 0, whole.output
+    assert repr(huge) in whole.output
