@@ -552,11 +552,33 @@ def _choose_k(x: F32, xs: F32, settings: PersonaSettings, distinct: int) -> tupl
     return assigned[chosen], Criterion("silhouette", scores, qualified)
 
 
+def _canonical_order(x: F32) -> Ints:
+    """An order of the rows of `x` that depends only on their values: by their projection on
+    a fixed direction (equal rows are interchangeable). The sample and k-means' seeding pick
+    rows by position, and the rows come in profile-id order, which follows the pseudonym key:
+    without this, rotating the key (or a test's fresh key) would move people between personas.
+    """
+    direction = np.asarray(np.random.default_rng(0).standard_normal(x.shape[1]), np.float64)
+    projection = np.zeros(len(x), dtype=np.float64)
+    for column in range(x.shape[1]):  # in float64, a column at a time
+        projection += x[:, column] * direction[column]
+    return np.argsort(projection, kind="stable").astype(np.int64)
+
+
 def _cluster(features: pd.DataFrame, settings: PersonaSettings) -> tuple[Ints, Criterion]:
     n = len(features)
     if n < 2 * settings.min_group_size or settings.k == 1:
         return np.zeros(n, dtype=np.int64), Criterion("one_persona")
     x = _standardise(features.to_numpy(dtype=np.float32))
+    order = _canonical_order(x)
+    labels, criterion = _cluster_rows(x[order], settings)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = labels
+    return out, criterion
+
+
+def _cluster_rows(x: F32, settings: PersonaSettings) -> tuple[Ints, Criterion]:
+    n = len(x)
     xs = x[_sample(n, settings.sample_size, settings.seed)]
     distinct = len(np.unique(xs, axis=0))
     if settings.k is None:

@@ -420,11 +420,14 @@ def summarise(orders: pd.DataFrame, *, as_of: datetime, period: Period = "day") 
 
 
 def _unique_rows(*columns: FloatArray) -> tuple[list[FloatArray], npt.NDArray[np.intp], FloatArray]:
-    """Distinct rows of the columns, the row -> distinct-row map, and each one's count."""
+    """Distinct rows of the columns in sorted order, the row -> distinct-row map, and each
+    one's count. Sorted, not in order of appearance: the likelihood sums run over the distinct
+    rows, so a fit depends only on the customers, not on their order (which follows profile
+    ids, and so the pseudonym key)."""
     if len(columns[0]) == 0:
         return list(columns), np.zeros(0, dtype=np.intp), np.zeros(0)
     frame = pd.DataFrame({str(i): column for i, column in enumerate(columns)})
-    codes = np.asarray(frame.groupby(list(frame.columns), sort=False).ngroup(), dtype=np.intp)
+    codes = np.asarray(frame.groupby(list(frame.columns), sort=True).ngroup(), dtype=np.intp)
     counts = np.bincount(codes)
     order = np.argsort(codes, kind="stable")
     first = order[np.concatenate(([0], np.cumsum(counts)[:-1]))]
@@ -899,7 +902,7 @@ def fit_gamma_gamma(frequency: npt.ArrayLike, monetary: npt.ArrayLike) -> GammaG
     used = (x_all > 0) & (m_all > 0)
     if not np.any(used):
         raise ValueError("cannot fit Gamma-Gamma: no customer with a repeat purchase")
-    scale = float(np.mean(m_all[used]))
+    scale = math.fsum(m_all[used]) / int(used.sum())  # exact: the same in any order
     (x, m), _, weights = _unique_rows(x_all[used], m_all[used] / scale)
     log_lik = _gamma_gamma_log_lik_and_grad(x, m, weights)
     optimum = _maximise(
