@@ -299,9 +299,12 @@ def mixed_script(address: str) -> bool:
     U+1D41A, fullwidth j U+FF4A, superscript two, the fi ligature). Digits, punctuation and
     marks have no script here, so `user-1.name` is Latin. A wholly Cyrillic, Greek or CJK
     address is fine, as is a Latin local part at a Cyrillic domain (each domain label is
-    checked on its own). An ASCII address never is a spoof; one written with a punycode
-    domain is checked as the Unicode domain it normalises to (`ann@xn--pypal-4ve.com` is
-    `ann@paypal.com` with a Cyrillic a, not ASCII any more).
+    checked on its own) — except a domain label wholly of letters that imitate Latin ones
+    (`_LATIN_LOOKALIKES`) under an ASCII top-level domain: `ann@xn--80ak6aa92e.com`, five
+    Cyrillic letters, is a whole-script spoof of `apple.com` (TS #39 section 4; `пример.рф`
+    is fine: other letters, a Cyrillic top-level domain). An ASCII address never is a spoof;
+    one written with a punycode domain is checked as the Unicode domain it normalises to
+    (`ann@xn--pypal-4ve.com` is `ann@paypal.com` with a Cyrillic a, not ASCII any more).
 
     A letter's script is taken, with the standard library alone, from its Unicode name: the
     first word ("CYRILLIC SMALL LETTER A"), or the first two where scripts' names share one
@@ -314,7 +317,27 @@ def mixed_script(address: str) -> bool:
     if address.isascii():
         return False
     local, _, domain = address.rpartition("@")
-    return not all(map(_single_script, (local, *domain.split("."))))
+    labels = domain.split(".")
+    if not all(map(_single_script, (local, *labels))):
+        return True
+    # under an ASCII top-level domain, a label wholly of Latin lookalikes imitates a Latin one
+    return labels[-1].isascii() and any(map(_latin_lookalike, labels[:-1]))
+
+
+_LATIN_LOOKALIKES = frozenset(
+    "асԁеһіјӏорԛѕԝх"
+    "уъьҽпгѵѡ"  # Cyrillic: а с ԁ е һ і ј ӏ о р ԛ ѕ ԝ х у ъ ь ҽ п г ѵ ѡ
+    "αορνικυ"  # Greek: α ο ρ ν ι κ υ
+)
+"""Cyrillic and Greek small letters that look like Latin ones (Chromium's IDN spoof checker
+lists these for its whole-script confusable rule): `xn--80ak6aa92e.com` is `apple.com`
+spelt in Cyrillic."""
+
+
+def _latin_lookalike(label: str) -> bool:
+    """A non-ASCII label whose letters all imitate Latin ones (digits and hyphens aside)."""
+    letters = [char for char in label if unicodedata.category(char).startswith("L")]
+    return not label.isascii() and bool(letters) and all(c in _LATIN_LOOKALIKES for c in letters)
 
 
 def _single_script(label: str) -> bool:

@@ -142,6 +142,10 @@ CYRILLIC_A = "\u0430"
         pytest.param(
             "\u0438\u0432\u0430\u043d-a@example.ru", R.EMAIL_MIXED_SCRIPT, id="cyrillic-latin"
         ),
+        # a domain label wholly of Latin lookalikes, under an ASCII top-level domain
+        pytest.param("ann@аррӏе.com", R.EMAIL_MIXED_SCRIPT, id="all-cyrillic-apple"),
+        pytest.param("ann@xn--80ak6aa92e.com", R.EMAIL_MIXED_SCRIPT, id="punycode-all-cyrillic"),
+        pytest.param("ann@ονο.example.com", R.EMAIL_MIXED_SCRIPT, id="all-greek-ono"),
         # compatibility characters imitate other letters: never part of an address
         pytest.param("\U0001d41ann@example.com", R.EMAIL_MIXED_SCRIPT, id="math-bold-a"),
         pytest.param("\uff4a\uff4f\uff48\uff4e@example.com", R.EMAIL_MIXED_SCRIPT, id="fullwidth"),
@@ -156,6 +160,8 @@ CYRILLIC_A = "\u0430"
             id="cyrillic",
         ),
         pytest.param("ann@xn--e1afmkfd.xn--p1ai", None, id="latin-at-cyrillic-domain"),
+        pytest.param("ann@аррӏе.рф", None, id="lookalikes-under-cyrillic-tld"),
+        pytest.param("ann@мир.com", None, id="cyrillic-label-not-all-lookalikes"),
         pytest.param("\u03b4\u03bf\u03ba\u03b9\u03bc\u03ae@example.gr", None, id="greek"),
         pytest.param("\u7530\u4e2d\u305f\u308d\u3046@\u4f8b\u3048.jp", None, id="han-hiragana"),
         pytest.param("\u5c71\u7530taro@example.jp", None, id="han-latin"),
