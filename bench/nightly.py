@@ -63,6 +63,8 @@ class Night:
     rows: int
     profiles: int
     calls: int
+    failed: int
+    """Lookups that ended failed (after retries): a night with any may differ in its outputs."""
     folder: Path
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -132,6 +134,7 @@ def night(work: Path, env: dict[str, str], *flags: str) -> Night:
         rows=summary["totals"]["rows_in"],
         profiles=summary["identity"]["profiles"],
         calls=calls,
+        failed=sum(sum(p["failed"].values()) for p in summary["enrichment"].values()),
         folder=folder,
         stages=summary["timings"],
     )
@@ -307,6 +310,7 @@ def _table(result: Size) -> Table:
         ("whole run (wall s)", [f"{n.wall:.1f}" for n in nights]),
         ("rows/s", [f"{n.rows / n.wall:,.0f}" for n in nights]),
         ("provider calls", [f"{n.calls:,}" for n in nights]),
+        ("failed lookups", [f"{n.failed:,}" for n in nights]),
         ("peak RSS, process tree (MB)", [f"{n.peak_mb:,.0f}" for n in nights]),
     ]
     for label, cells in lines:
