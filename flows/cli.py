@@ -63,8 +63,9 @@ _NO_ROOM = {
 }
 
 
-def _fail(exc: EnrichError, *, hint: str | None = None) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+def _fail(problem: Exception | str, *, hint: str | None = None) -> typer.Exit:
+    """Print the error (and what to do about it); the exit (code 2) to raise."""
+    err.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False)
     if hint is not None:
         err.print(hint, highlight=False)
     return typer.Exit(code=2)
@@ -247,8 +248,7 @@ def run(
             address=dask_address,
         )
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise _fail(exc) from None
     try:
         folder = run_nightly(
             config,
@@ -266,9 +266,7 @@ def run(
         message = no_room_message(exc, cfg)
         if message is None:
             raise
-        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-        err.print(RESUMES, highlight=False)
-        raise typer.Exit(code=2) from None
+        raise _fail(message, hint=RESUMES) from None
     summary = json.loads((folder / "run_summary.json").read_text(encoding="utf-8"))
     totals = summary["totals"]
     identity = summary["identity"]
