@@ -56,6 +56,7 @@ start nor the end of a chunk leaves a core idle. `workers=1` validates in-proces
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import re
@@ -513,9 +514,22 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 _WORKER_CONFIG: IdentifierConfig | None = None
 
 
-def _init_worker(config: IdentifierConfig) -> None:
+_WORKER_START_TIMEOUT = 60.0
+"""Seconds a starting worker waits for the others before it goes on alone."""
+
+
+def _init_worker(config: IdentifierConfig, started: threading.Barrier) -> None:
+    """Set the worker's config, then wait until every worker of the pool has been started.
+
+    The pool starts a worker for a task only when no worker is idle. Without the wait, the
+    first worker can finish its empty warm-up task before the second is submitted (a busy
+    machine), and the pool then stays at one worker until work piles up.
+    """
     global _WORKER_CONFIG  # noqa: PLW0603 - one config per worker process, set once at start
     _WORKER_CONFIG = config
+    # a worker that failed to start or took too long breaks the barrier: go on with the others
+    with contextlib.suppress(threading.BrokenBarrierError):
+        started.wait(_WORKER_START_TIMEOUT)
 
 
 def _worker_batch(kind: IdentifierKind, keys: list[Any]) -> list[Checked]:
@@ -794,14 +808,15 @@ class _WorkerPool:
 
     def _start(self) -> None:
         try:
+            context = _pool_context()
             executor = ProcessPoolExecutor(
                 max_workers=self._workers,
-                mp_context=_pool_context(),
+                mp_context=context,
                 initializer=_init_worker,
-                initargs=(self._config,),
+                initargs=(self._config, context.Barrier(self._workers)),
             )
             # Workers start on demand, one per task without an idle worker: one empty task
-            # each starts them all now.
+            # each, held at the start barrier until all are up, starts them all now.
             self._warmups = [
                 executor.submit(_worker_batch, IdentifierKind.EMAIL, [])
                 for _ in range(self._workers)

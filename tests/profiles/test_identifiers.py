@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -9,7 +10,10 @@ import socket
 import time
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import Any
 
 import dns.resolver
 import numpy as np
@@ -20,6 +24,7 @@ from email_validator import validate_email
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from profiles import identifiers
 from profiles.config import IdentifierConfig, PlaceholderConfig, SourceConfig
 from profiles.errors import ConfigError
 from profiles.hashing import Key, Pseudonymiser
@@ -644,6 +649,28 @@ def test_worker_pool_handles_many_batches(pooled: IdentifierStage) -> None:
     out = pooled.process(frame, CRM)
     assert pooled.stats.batches_in_workers > before
     pd.testing.assert_frame_equal(out, process_rowwise(frame, CRM, CONFIG, P))
+
+
+def test_the_pool_starts_every_worker_even_when_the_first_is_idle_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool starts a worker only for a task that finds none idle. The worst interleaving
+    (the first warm-up task done before the second is submitted, as on a busy machine) must
+    still start them all."""
+
+    class SlowSubmitter(ProcessPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future = super().submit(fn, *args, **kwargs)
+            with contextlib.suppress(FutureTimeout):
+                future.result(timeout=3)
+            return future
+
+    monkeypatch.setattr(identifiers, "ProcessPoolExecutor", SlowSubmitter)
+    with IdentifierStage(CONFIG, P, workers=2, pool_threshold=0) as stage:
+        one = _frame(email=["a@example.com"])
+        stage.process(one, CRM)
+        _wait_for_workers(stage)
+        assert stage.process(one, CRM)["email_reason"].isna().all()
 
 
 def test_small_runs_stay_in_process() -> None:
