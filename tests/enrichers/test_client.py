@@ -40,6 +40,7 @@ from enrichers.http.ratelimit import PausedTooLong, RateLimiter
 from enrichers.http.redact import redact_path, redact_url
 from enrichers.http.stats import quantile
 from enrichers.http.transport import AiohttpTransport
+from tests.enrichers.test_transport import HangupTolerant
 
 T = TypeVar("T")
 URL = "https://api.example.test/v1/person"
@@ -926,9 +927,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(HangupTolerant, ThreadingHTTPServer):
+    pass
+
+
 @contextmanager
 def local_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = _Server(("127.0.0.1", 0), _Handler)
     server.counts = {}  # type: ignore[attr-defined]
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
