@@ -63,6 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from profiles.failpoints import failpoint
+from profiles.files import private_folder
 
 ENTRY_FIELDS: tuple[str, ...] = (
     "seq",
@@ -352,8 +353,7 @@ class ChainedDecisionLog:
         if self._loaded:
             return
         self._loaded = True
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.directory / SEGMENTS).mkdir(exist_ok=True, mode=0o700)
+        private_folder(self.directory / SEGMENTS)
         if not (self.directory / MANIFEST).exists():
             manifest = {
                 "log_id": str(uuid.uuid4()),

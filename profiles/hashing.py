@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from profiles.errors import KeyMaterialError
+from profiles.files import private_folder
 from profiles.types import IdentifierKind
 
 MIN_KEY_BYTES = 32
@@ -150,7 +151,7 @@ class Keyring:
     def save(self, path: Path) -> None:
         """Write the keyring with mode 0600, atomically and durably; a missing folder is
         created 0700. Refused in a folder anyone may write to (`check_key_folder`)."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(path.parent)
         check_key_folder(path)
         # a fresh name (O_EXCL, mode 0600): a file or link planted under a fixed temporary
         # name would otherwise receive the keys

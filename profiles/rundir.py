@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from profiles import vault
 from profiles.errors import EnrichError
-from profiles.files import private_file, private_folder
+from profiles.files import private_file, private_folder, write_private_atomically
 from profiles.identifiers import present_column
 from profiles.ingest import LINE
 from profiles.quarantine import COLUMNS as QUARANTINE_COLUMNS
@@ -88,14 +88,6 @@ def _quarantine_part(staging: Path, part: str) -> Path:
     return staging / PARTS_DIR / "quarantine" / f"{part}.csv"
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    private_folder(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    private_file(tmp)
-    os.replace(tmp, path)
-
-
 def write_chunk_parts(
     staging: Path, part: str, source: str, accepted: pd.DataFrame, quarantine: pd.DataFrame
 ) -> None:
@@ -110,9 +102,9 @@ def write_chunk_parts(
         column = present_column(str(name))
         frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     table = pa.Table.from_pandas(frame, schema=ROW_SCHEMA, preserve_index=False)
-    _write_atomically(_accepted_part(staging, part), lambda tmp: pq.write_table(table, tmp))
+    write_private_atomically(_accepted_part(staging, part), lambda tmp: pq.write_table(table, tmp))
     rows = quarantine.sort_values(["source", LINE], kind="stable")
-    _write_atomically(
+    write_private_atomically(
         _quarantine_part(staging, part),
         lambda tmp: rows.to_csv(tmp, header=False, index=False, lineterminator="\n"),
     )
@@ -122,7 +114,7 @@ def write_part(path: Path, frame: pd.DataFrame) -> Path:
     """Write one Parquet part (a partition's input or output) atomically; `read_partition`
     reads it back with the same dtypes."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    _write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    write_private_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from profiles.errors import KeyMaterialError
+from profiles.files import write_private_atomically
 from profiles.hashing import Key
 from profiles.types import IdentifierKind
 
@@ -86,11 +87,7 @@ def write_part(path: Path, entries: Mapping[IdentifierKind, Mapping[str, str]], 
             pseudonyms.append(pseudonym)
             sealed.append(nonce + aead.encrypt(nonce, value.encode("utf-8"), _aad(kind, pseudonym)))
     table = pa.table([kinds, pseudonyms, sealed], schema=_SCHEMA)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return len(kinds)
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, func, sele
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
+from profiles.files import private_folder
 from profiles.store.errors import StoreError
 
 Backend = Literal["sqlite", "postgresql"]
@@ -110,7 +111,7 @@ def _prepare_sqlite_file(path: Path) -> None:
     SQLite gives the -wal and -shm files it creates beside the database the database file's
     mode, so they are private too. An existing file keeps the mode it has.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(path.parent)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)

@@ -38,8 +38,8 @@ def _ring() -> Keyring:
     return ring
 
 
-def test_a_new_state_store_its_wal_and_shm_and_its_folder_are_private(tmp_path: Path) -> None:
-    db = tmp_path / "state" / "state.db"
+def test_a_new_state_store_its_wal_and_shm_and_its_folders_are_private(tmp_path: Path) -> None:
+    db = tmp_path / "srv" / "state" / "state.db"
     with StateStore.open(f"sqlite:///{db}") as store:
         store.start_run("r1", "0" * 64, datetime(2026, 11, 1, tzinfo=UTC))
         companions = [db.with_name("state.db-wal"), db.with_name("state.db-shm")]
@@ -49,7 +49,8 @@ def test_a_new_state_store_its_wal_and_shm_and_its_folder_are_private(tmp_path: 
             "state.db-wal": 0o600,
             "state.db-shm": 0o600,
         }
-    assert _mode(db.parent) == 0o700
+    # every folder created for it, not only the last (`mkdir(parents=True, mode=...)`)
+    assert (_mode(db.parent.parent), _mode(db.parent)) == (0o700, 0o700)
 
 
 def test_an_existing_store_and_folder_keep_their_modes(tmp_path: Path) -> None:
@@ -66,10 +67,10 @@ def test_an_existing_store_and_folder_keep_their_modes(tmp_path: Path) -> None:
     assert (_mode(folder), _mode(db)) == (0o750, 0o640)
 
 
-def test_a_new_key_file_and_its_folder_are_private(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "keys.json"
+def test_a_new_key_file_and_its_folders_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "srv" / "state" / "keys.json"
     _ring().save(path)
-    assert (_mode(path.parent), _mode(path)) == (0o700, 0o600)
+    assert (_mode(path.parent.parent), _mode(path.parent), _mode(path)) == (0o700, 0o700, 0o600)
     assert [p.name for p in path.parent.iterdir()] == ["keys.json"]  # no temporary file left
 
 
