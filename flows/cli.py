@@ -241,12 +241,7 @@ def run(
     try:
         if as_of is not None:
             end_of_day(as_of)
-        Runner.of(
-            cfg.performance,
-            kind=runner or EnrichSettings().runner,
-            workers=workers,
-            address=dask_address,
-        )
+        Runner.of(cfg.performance, kind=runner, workers=workers, address=dask_address)
     except ValueError as exc:
         raise _fail(exc) from None
     try:

@@ -325,12 +325,7 @@ def nightly_enrichment(
     the interrupted one), `fresh` never resumes (the interrupted run is marked failed).
     """
     config: RunConfig = load_run_config(config_path)
-    chosen = Runner.of(
-        config.performance,
-        kind=runner or EnrichSettings().runner,
-        workers=workers,
-        address=dask_address,
-    )
+    chosen = Runner.of(config.performance, kind=runner, workers=workers, address=dask_address)
     with NightLock(config.state_dir):
         return _night(
             config,

@@ -35,6 +35,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from profiles.config import PerformanceConfig, RunnerKind
+from profiles.settings import EnrichSettings
 
 R = TypeVar("R")
 
@@ -60,8 +61,9 @@ class Runner:
         address: str | None = None,
     ) -> Runner:
         """The configured runner (enrich.yaml `performance`), with any of its settings given
-        on the command line or as flow parameters in its place; ValueError names a bad one."""
-        chosen = kind or performance.runner
+        on the command line or as flow parameters in its place; ValueError names a bad one.
+        The kind is, first found: `kind`, this host's ENRICH_RUNNER, enrich.yaml's."""
+        chosen = kind or EnrichSettings().runner or performance.runner
         if chosen not in RUNNERS:
             raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, not {chosen!r}")
         address = address or performance.dask_address

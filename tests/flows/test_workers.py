@@ -79,7 +79,8 @@ def test_bad_runner_choices_are_refused_with_the_fix(
         Runner.of(PerformanceConfig(), kind=kind, workers=workers, address=address)
 
 
-def test_the_command_line_overrides_the_config() -> None:
+def test_the_command_line_overrides_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENRICH_RUNNER", raising=False)  # the tests' own default (conftest)
     configured = PerformanceConfig(runner="dask", dask_address="tcp://10.0.0.5:8786", workers=3)
     assert Runner.of(configured) == Runner("dask", 3, "tcp://10.0.0.5:8786")
     local = Runner.of(configured, kind="dask-local", workers=4)
@@ -87,3 +88,15 @@ def test_the_command_line_overrides_the_config() -> None:
     assert local.describe() == "dask-local (4 workers)"
     assert Runner.of(PerformanceConfig()).kind == "processes"
     assert Runner.of(PerformanceConfig(), kind="threads").in_process
+
+
+def test_the_hosts_runner_stands_between_the_command_line_and_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configured = PerformanceConfig(runner="processes", workers=3)
+    monkeypatch.setenv("ENRICH_RUNNER", "threads")
+    assert Runner.of(configured) == Runner("threads", 3, None)
+    assert Runner.of(configured, kind="dask-local").kind == "dask-local"
+    monkeypatch.setenv("ENRICH_RUNNER", "spark")
+    with pytest.raises(ValueError, match="runner must be one of"):
+        Runner.of(configured)
