@@ -339,12 +339,12 @@ def nightly_enrichment(
 
 
 def fingerprint(
-    config_path: Path, config: RunConfig, bundle: PolicyBundle, as_of: str | None
+    config_hash: str, config: RunConfig, bundle: PolicyBundle, as_of: str | None
 ) -> str:
-    """What a run ran on: enrich.yaml, the policy bundle, `as_of` and each source file's
-    size and modification time (a changed file makes another night, never a resumed one)."""
-    digest = hashlib.sha256(config_path.read_bytes())
-    digest.update(f"\0{bundle.hash}\0{as_of or ''}".encode())
+    """What a run ran on: enrich.yaml (`config_hash`, its SHA-256), the policy bundle, `as_of`
+    and each source file's size and modification time (a changed file makes another night,
+    never a resumed one)."""
+    digest = hashlib.sha256(f"{config_hash}\0{bundle.hash}\0{as_of or ''}".encode())
     for source in config.sources:
         info = source.path.stat() if source.path.is_file() else None
         seen = f"{info.st_size}:{info.st_mtime_ns}" if info else "missing"
@@ -401,7 +401,7 @@ def _night(
     store = StateStore.open(settings.state_url_for(config.state_dir))
     config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest()
     try:
-        print_ = fingerprint(config_path, config, bundle, as_of)
+        print_ = fingerprint(config_hash, config, bundle, as_of)
         interrupted = _resumable(store, print_, resume=resume, fresh=fresh)
         if interrupted is None:
             started = datetime.now(UTC)

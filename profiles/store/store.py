@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 
 from profiles.files import private_folder
 from profiles.store import cache, checks, subjects
@@ -228,18 +228,7 @@ class StateStore:
         """The latest run of the ledger if it did not succeed (it crashed while `running`, or
         `failed`): run_id, started_at, status, step, fingerprint, attempts; else None."""
         with self._reading("reading the run ledger") as conn:
-            row = conn.execute(
-                select(
-                    runs.c.run_id,
-                    runs.c.started_at,
-                    runs.c.status,
-                    runs.c.step,
-                    runs.c.fingerprint,
-                    runs.c.attempts,
-                )
-                .order_by(runs.c.seq.desc())
-                .limit(1)
-            ).first()
+            row = self._latest_run(conn)
         if row is None or row.status == RunStatus.SUCCEEDED:
             return None
         return {
@@ -256,11 +245,7 @@ class StateStore:
         number. StoreError if it is not the ledger's latest run or it succeeded."""
         checks.token(run_id, "run_id")
         with self._writing("resuming a run") as conn:
-            latest = conn.execute(
-                select(runs.c.run_id, runs.c.status, runs.c.attempts)
-                .order_by(runs.c.seq.desc())
-                .limit(1)
-            ).first()
+            latest = self._latest_run(conn)
             if latest is None or latest.run_id != run_id:
                 raise StoreError(f"run {run_id} is not the latest run of the ledger")
             if latest.status == RunStatus.SUCCEEDED:
@@ -302,6 +287,13 @@ class StateStore:
                 .where(runs.c.run_id == run_id)
                 .values(status=final.value, summary=summary_json, finished_at=finished_at)
             )
+
+    @staticmethod
+    def _latest_run(conn: Connection) -> Row[Any] | None:
+        """The ledger's latest run: run_id, started_at, status, step, fingerprint, attempts."""
+        columns = ("run_id", "started_at", "status", "step", "fingerprint", "attempts")
+        query = select(*(runs.c[c] for c in columns)).order_by(runs.c.seq.desc()).limit(1)
+        return conn.execute(query).first()
 
     @staticmethod
     def _require_running(conn: Connection, run_id: str) -> None:
