@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,18 @@ class Shop:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    work = tmp_path_factory.mktemp("crash") / "shop"
+@contextmanager
+def small_shop(folder: Path, **provider_settings: Any) -> Iterator[Shop]:
+    """A 160-person shop in `folder` with its provider server running, small chunks and
+    partitions (several tasks per stage), and the environment `enrich run` gets: the session's
+    Prefect API, threads, the SQLite state, no failpoint. `provider_settings` go into every
+    provider entry."""
+    work = folder / "shop"
     generate(people=160, out_dir=work, seed=3)
     _init_keys(work)
     with ProviderServer(world=work / "data" / "world.jsonl") as server:
-        section = {"enrichment": {"providers": provider_entries(server.base_url)}}
+        providers = provider_entries(server.base_url, overrides=provider_settings or None)
+        section = {"enrichment": {"providers": providers}}
         small = {"performance": {"chunk_rows": 400, "partition_profiles": 100}}
         with (work / "enrich.yaml").open("a", encoding="utf-8") as fh:
             fh.write(yaml.safe_dump({**section, **small}, sort_keys=False))
@@ -64,7 +70,14 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             api = str(client.api_url)  # temporary server per `enrich run`
         env = {**os.environ, "PREFECT_API_URL": api, "ENRICH_RUNNER": "threads"}
         env.pop(ENV, None)
+        env.pop("ENRICH_STATE_URL", None)
         yield Shop(work, server, env)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with small_shop(tmp_path_factory.mktemp("crash")) as made:
+        yield made
 
 
 def _copy(shop: Shop, where: Path) -> Path:

@@ -39,7 +39,6 @@ import pandas as pd
 import psycopg
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
 from psycopg import sql
 
 from enrichers.testing import NAMES, Endpoint, Knobs, provider_entries
@@ -47,7 +46,6 @@ from enrichers.testing.server import ProviderServer
 from flows.audit import verify_log
 from flows.cli import RESUMES, no_room_message
 from profiles.config import load_run_config
-from profiles.failpoints import ENV
 from profiles.rundir import NightLock, published_runs
 from profiles.store import StateStore, StoreError, default_url
 from profiles.synth import generate
@@ -61,6 +59,7 @@ from tests.flows.test_crash import (
     _enrich_run,
     _outcome,
     _same,
+    small_shop,
 )
 from tests.flows.test_enrichment_runs import _accounted
 from tests.flows.test_nightly import FIXTURE, _init_keys, _run
@@ -285,23 +284,8 @@ def test_a_healthy_night_after_the_faults_fails_nothing(nights: dict[str, Night]
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """test_crash's shop, with a client timeout longer than any stall of these tests."""
-    work = tmp_path_factory.mktemp("footing") / "shop"
-    generate(people=160, out_dir=work, seed=3)
-    _init_keys(work)
-    with ProviderServer(world=work / "data" / "world.jsonl") as server:
-        patient = {"timeout_seconds": STALL + 30.0}
-        section = {
-            "enrichment": {"providers": provider_entries(server.base_url, overrides=patient)}
-        }
-        small = {"performance": {"chunk_rows": 400, "partition_profiles": 100}}
-        with (work / "enrich.yaml").open("a", encoding="utf-8") as fh:
-            fh.write(yaml.safe_dump({**section, **small}, sort_keys=False))
-        with get_client(sync_client=True) as client:
-            api = str(client.api_url)
-        env = {**os.environ, "PREFECT_API_URL": api, "ENRICH_RUNNER": "threads"}
-        env.pop(ENV, None)
-        env.pop(STATE_URL, None)
-        yield Shop(work, server, env)
+    with small_shop(tmp_path_factory.mktemp("footing"), timeout_seconds=STALL + 30.0) as made:
+        yield made
 
 
 def _as_postgres(command: list[str]) -> list[str]:
